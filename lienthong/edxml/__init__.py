@@ -1,0 +1,1 @@
+"""The edXML format (QCVN 102:2016): model, parse, build, validate. Pure: no I/O, no asyncio."""
