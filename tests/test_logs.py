@@ -1,0 +1,58 @@
+"""Log lines are JSON objects carrying the bound context, level and timestamp."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from lienthong.logs import configure, get_logger
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def test_json_line_carries_bound_context() -> None:
+    """A line logged inside bound_contextvars has the document id and peer on it."""
+    out = io.StringIO()
+    configure(stream=out)
+    with structlog.contextvars.bound_contextvars(document_id="D1", peer="000.00.00.H49"):
+        get_logger("test").info("transfer_stored", size=5)
+    line = json.loads(out.getvalue())
+    assert line["event"] == "transfer_stored"
+    assert line["document_id"] == "D1"
+    assert line["peer"] == "000.00.00.H49"
+    assert line["level"] == "info"
+    assert line["logger"] == "test"
+    assert line["timestamp"].endswith("Z")
+
+
+def test_vietnamese_text_stays_readable() -> None:
+    """Non-ASCII text is written as itself, not as escapes."""
+    out = io.StringIO()
+    configure(stream=out)
+    get_logger("test").info("x", subject="Công văn")
+    assert "Công văn" in out.getvalue()
+
+
+def test_level_filters_lower_lines() -> None:
+    """At level warning, info lines are not written."""
+    out = io.StringIO()
+    configure(stream=out, level="warning")
+    log = get_logger("test")
+    log.info("quiet")
+    log.warning("loud")
+    assert "quiet" not in out.getvalue()
+    assert "loud" in out.getvalue()
+
+
+def test_unknown_level_is_refused() -> None:
+    """A misspelt level names the choices."""
+    with pytest.raises(ValueError, match="debug, info, warning, error"):
+        configure(level="verbose")
