@@ -1,0 +1,397 @@
+"""The frames neighbours exchange over MQTT, and their topics. Pure codec: bytes in, values out.
+
+Wire form of every frame: one JSON header line, a newline, then the raw payload (the chunk
+bytes of a transfer frame; nothing for a hop receipt). The header carries ``"v": 1`` and
+``"type"``; a decoder refuses any other version, unknown keys, wrong types and a payload whose
+length differs from the header's ``"len"``. Payloads are never base64'd: a chunk costs its own
+size plus a few hundred header bytes.
+
+A package travels as one or more transfer frames (``split_into_frames``), each small enough for
+the broker's ``message_size_limit``. A :class:`Reassembler` collects one transfer's chunks in any
+order, tolerates duplicates, refuses inconsistent metadata and oversize transfers, and yields the
+package once every chunk is in and its sha256 matches. Everything malformed raises
+:class:`FrameError`, a :class:`~lienthong.errors.PeerInputError`: the sender's fault, never
+retried.
+
+Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lienthong.edxml.codes import code_problem
+from lienthong.errors import PeerInputError
+
+__all__ = [
+    "DEFAULT_MAX_PACKAGE",
+    "HEADER_RESERVE",
+    "FrameError",
+    "HopReceipt",
+    "Package",
+    "Reassembler",
+    "TransferFrame",
+    "decode_frame",
+    "encode_frame",
+    "inbox_filter",
+    "inbox_topic",
+    "max_chunk_for",
+    "parse_topic",
+    "split_into_frames",
+]
+
+VERSION = 1
+TOPIC_PREFIX = "lienthong/v1"
+MAX_HEADER = 64 * 1024
+"""Largest header line accepted; also bounds the recipient list of one frame."""
+HEADER_RESERVE = MAX_HEADER
+"""Bytes kept free for the header when sizing chunks under a broker's message limit."""
+DEFAULT_MAX_PACKAGE = 256 * 1024 * 1024
+
+Kind = Literal["edoc", "status"]
+_KINDS: frozenset[str] = frozenset({"edoc", "status"})
+_TRANSFER_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_TRANSFER_KEYS = frozenset(
+    {"v", "type", "transfer", "kind", "recipients", "sha256", "size", "index", "count", "len"}
+)
+_RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status"})
+
+
+class FrameError(PeerInputError):
+    """A frame, a topic or a reassembled package is malformed or inconsistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFrame:
+    """One chunk of a package on its way to a neighbour.
+
+    ``recipients`` are the recipient codes this hop carries; ``sha256`` (hex) and ``size``
+    describe the whole package; ``index`` counts from 0 to ``count - 1``.
+    """
+
+    transfer_id: str
+    kind: Kind
+    recipients: tuple[str, ...]
+    sha256: str
+    size: int
+    index: int
+    count: int
+    chunk: bytes
+
+    def __post_init__(self) -> None:
+        _check_transfer_id(self.transfer_id)
+        _check_sha256(self.sha256)
+        if self.kind not in _KINDS:
+            raise FrameError(f"frame kind {self.kind!r} is neither 'edoc' nor 'status'")
+        if not self.recipients:
+            raise FrameError("a transfer frame names at least one recipient")
+        for code in self.recipients:
+            problem = code_problem(code) if isinstance(code, str) else "not text"
+            if problem is not None:
+                raise FrameError(f"recipient {code!r} in a transfer frame: {problem}")
+        if self.size < 0:
+            raise FrameError(f"package size {self.size} is negative")
+        if not 1 <= self.count <= max(1, self.size):
+            raise FrameError(f"chunk count {self.count} is impossible for {self.size} bytes")
+        if not 0 <= self.index < self.count:
+            raise FrameError(f"chunk index {self.index} is outside 0..{self.count - 1}")
+        if len(self.chunk) > self.size:
+            raise FrameError(f"a {len(self.chunk)}-byte chunk of a {self.size}-byte package")
+
+    def metadata(self) -> tuple[str, str, tuple[str, ...], str, int, int]:
+        """What every chunk of one transfer must agree on."""
+        return (self.transfer_id, self.kind, self.recipients, self.sha256, self.size, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class HopReceipt:
+    """The next hop has durably stored transfer ``transfer_id`` with digest ``sha256``."""
+
+    transfer_id: str
+    sha256: str
+    status: Literal["stored"] = "stored"
+
+    def __post_init__(self) -> None:
+        _check_transfer_id(self.transfer_id)
+        _check_sha256(self.sha256)
+        if self.status != "stored":
+            raise FrameError(f"hop receipt status {self.status!r} is not 'stored'")
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A transfer reassembled and checked against its digest."""
+
+    transfer_id: str
+    kind: Kind
+    recipients: tuple[str, ...]
+    sha256: str
+    data: bytes
+
+
+Frame = TransferFrame | HopReceipt
+
+
+def _check_transfer_id(value: object) -> None:
+    if not isinstance(value, str) or not _TRANSFER_ID_RE.match(value):
+        raise FrameError(
+            f"transfer id {value!r} is not 1 to 128 characters of letters, digits, '.', '_', '-'"
+        )
+
+
+def _check_sha256(value: object) -> None:
+    if not isinstance(value, str) or not _SHA256_RE.match(value):
+        raise FrameError(f"sha256 {value!r} is not 64 lower-case hex digits")
+
+
+# -- encoding --------------------------------------------------------------------------------
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The wire bytes of ``frame``: a JSON header line, then the raw chunk (if any)."""
+    header: dict[str, Any]
+    payload = b""
+    if isinstance(frame, TransferFrame):
+        payload = frame.chunk
+        header = {
+            "v": VERSION,
+            "type": "transfer",
+            "transfer": frame.transfer_id,
+            "kind": frame.kind,
+            "recipients": list(frame.recipients),
+            "sha256": frame.sha256,
+            "size": frame.size,
+            "index": frame.index,
+            "count": frame.count,
+            "len": len(payload),
+        }
+    else:
+        header = {
+            "v": VERSION,
+            "type": "receipt",
+            "transfer": frame.transfer_id,
+            "sha256": frame.sha256,
+            "status": frame.status,
+        }
+    line = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return line + b"\n" + payload
+
+
+def _field(header: dict[str, Any], key: str, kind: type) -> Any:
+    value = header.get(key)
+    # bool is an int subclass; a count of `true` is still a malformed frame.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise FrameError(f"frame header field {key!r} is missing or not {kind.__name__}")
+    return value
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    end = data.find(b"\n", 0, MAX_HEADER + 1)
+    if end < 0:
+        raise FrameError(f"no frame header line within the first {MAX_HEADER} bytes")
+    try:
+        header = json.loads(data[:end].decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FrameError(f"the frame header is not ASCII JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise FrameError("the frame header is not a JSON object")
+    version = header.get("v")
+    if version != VERSION or isinstance(version, bool):
+        raise FrameError(f"frame version {version!r} is not supported (this node speaks 1)")
+    return header, data[end + 1 :]
+
+
+def _refuse_unknown(header: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(header) - known)
+    if unknown:
+        raise FrameError(f"unknown frame header field(s): {', '.join(unknown)}")
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Parse wire bytes into a :class:`TransferFrame` or :class:`HopReceipt`.
+
+    Raises :class:`FrameError` naming what is wrong; never fails any other way on bytes.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise FrameError(f"a frame is bytes, not {type(data).__name__}")
+    header, payload = _header(bytes(data))
+    kind = header.get("type")
+    if kind == "receipt":
+        _refuse_unknown(header, _RECEIPT_KEYS)
+        if payload:
+            raise FrameError(f"a hop receipt carries {len(payload)} unexpected payload bytes")
+        return HopReceipt(
+            _field(header, "transfer", str),
+            _field(header, "sha256", str),
+            _field(header, "status", str),
+        )
+    if kind != "transfer":
+        raise FrameError(f"frame type {kind!r} is neither 'transfer' nor 'receipt'")
+    _refuse_unknown(header, _TRANSFER_KEYS)
+    length = _field(header, "len", int)
+    if length != len(payload):
+        raise FrameError(f"the header announces {length} payload bytes, {len(payload)} came")
+    recipients = _field(header, "recipients", list)
+    if not all(isinstance(code, str) for code in recipients):
+        raise FrameError("frame header field 'recipients' holds something other than text")
+    return TransferFrame(
+        transfer_id=_field(header, "transfer", str),
+        kind=_field(header, "kind", str),
+        recipients=tuple(recipients),
+        sha256=_field(header, "sha256", str),
+        size=_field(header, "size", int),
+        index=_field(header, "index", int),
+        count=_field(header, "count", int),
+        chunk=payload,
+    )
+
+
+# -- splitting and reassembly ----------------------------------------------------------------
+
+
+def max_chunk_for(message_size_limit: int) -> int:
+    """The largest chunk whose frame stays below a broker's ``message_size_limit``."""
+    chunk = message_size_limit - HEADER_RESERVE
+    if chunk < 1024:
+        raise ValueError(
+            f"a message size limit of {message_size_limit} bytes leaves no room for chunks"
+        )
+    return chunk
+
+
+def split_into_frames(
+    transfer_id: str, kind: Kind, recipients: Iterable[str], data: bytes, max_chunk: int
+) -> list[TransferFrame]:
+    """Cut ``data`` into frames of at most ``max_chunk`` payload bytes (one frame if empty)."""
+    if max_chunk < 1:
+        raise ValueError(f"max_chunk must be at least 1, not {max_chunk}")
+    codes = tuple(recipients)
+    digest = hashlib.sha256(data).hexdigest()
+    count = max(1, -(-len(data) // max_chunk))
+    return [
+        TransferFrame(
+            transfer_id,
+            kind,
+            codes,
+            digest,
+            len(data),
+            index,
+            count,
+            data[index * max_chunk : (index + 1) * max_chunk],
+        )
+        for index in range(count)
+    ]
+
+
+class Reassembler:
+    """Collects the chunks of one transfer and yields the package when it is complete.
+
+    The first frame fixes the transfer's metadata; a later frame that disagrees, a chunk that
+    differs from one already held at its index, more bytes than announced, a package larger
+    than ``max_size``, or a digest mismatch at the end raise :class:`FrameError`.
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_PACKAGE) -> None:
+        """``max_size`` caps the announced package size, so memory use is bounded."""
+        self.max_size = max_size
+        self._metadata: tuple[str, str, tuple[str, ...], str, int, int] | None = None
+        self._chunks: dict[int, bytes] = {}
+        self._held = 0
+        self.done = False
+
+    @property
+    def received(self) -> int:
+        """How many distinct chunks are held."""
+        return len(self._chunks)
+
+    def add(self, frame: TransferFrame) -> Package | None:
+        """Take one frame; return the package when this frame completes it, else ``None``.
+
+        Frames arriving after completion (duplicates) return ``None``.
+        """
+        meta = frame.metadata()
+        if self._metadata is None:
+            if frame.size > self.max_size:
+                raise FrameError(
+                    f"transfer {frame.transfer_id} announces {frame.size} bytes,"
+                    f" more than the {self.max_size} accepted"
+                )
+            self._metadata = meta
+        elif meta != self._metadata:
+            raise FrameError(
+                f"frame {frame.index} of transfer {frame.transfer_id} disagrees with the"
+                " transfer's earlier frames (recipients, kind, digest, size or count)"
+            )
+        held = self._chunks.get(frame.index)
+        if held is not None:
+            if held != frame.chunk:
+                raise FrameError(
+                    f"chunk {frame.index} of transfer {frame.transfer_id} arrived twice"
+                    " with different bytes"
+                )
+            return None
+        if self.done:
+            return None
+        if self._held + len(frame.chunk) > frame.size:
+            raise FrameError(
+                f"transfer {frame.transfer_id} sent more than its announced {frame.size} bytes"
+            )
+        self._chunks[frame.index] = frame.chunk
+        self._held += len(frame.chunk)
+        if len(self._chunks) < frame.count:
+            return None
+        return self._finish(frame)
+
+    def _finish(self, frame: TransferFrame) -> Package:
+        data = b"".join(self._chunks[i] for i in range(frame.count))
+        if len(data) != frame.size:
+            raise FrameError(
+                f"transfer {frame.transfer_id} reassembled to {len(data)} bytes,"
+                f" not the announced {frame.size}"
+            )
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != frame.sha256:
+            raise FrameError(
+                f"transfer {frame.transfer_id} reassembled with sha256 {digest},"
+                f" not the announced {frame.sha256}"
+            )
+        self.done = True
+        return Package(frame.transfer_id, frame.kind, frame.recipients, frame.sha256, data)
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+
+def _topic_code(code: str, role: str) -> str:
+    problem = code_problem(code)
+    if problem is not None:
+        raise ValueError(f"{role} of a topic: {problem}")
+    return code
+
+
+def inbox_topic(to: str, from_: str) -> str:
+    """The topic node ``from_`` publishes to for node ``to``: ``lienthong/v1/<to>/in/<from>``."""
+    return f"{TOPIC_PREFIX}/{_topic_code(to, 'recipient node')}/in/{_topic_code(from_, 'sender')}"
+
+
+def inbox_filter(me: str) -> str:
+    """The subscription that reads every frame sent to node ``me``."""
+    return f"{TOPIC_PREFIX}/{_topic_code(me, 'node')}/in/+"
+
+
+def parse_topic(topic: str) -> tuple[str, str]:
+    """``(to, from_)`` of an inbox topic, or :class:`FrameError` when it is not one."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[3] != "in":
+        raise FrameError(f"topic {topic!r} is not of the form {TOPIC_PREFIX}/<to>/in/<from>")
+    for code in (parts[2], parts[4]):
+        problem = code_problem(code)
+        if problem is not None:
+            raise FrameError(f"topic {topic!r}: {problem}")
+    return parts[2], parts[4]

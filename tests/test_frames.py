@@ -1,0 +1,265 @@
+"""Transfer frames, hop receipts and inbox topics: the codec of the wire between neighbours."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lienthong.errors import PeerInputError
+from lienthong.transport.frames import (
+    FrameError,
+    HopReceipt,
+    Reassembler,
+    TransferFrame,
+    decode_frame,
+    encode_frame,
+    inbox_filter,
+    inbox_topic,
+    max_chunk_for,
+    parse_topic,
+    split_into_frames,
+)
+
+R1 = "000.01.05.H49"
+R2 = "000.00.00.H41"
+
+
+def _frames(data: bytes, max_chunk: int = 4, transfer: str = "t-1") -> list[TransferFrame]:
+    return split_into_frames(transfer, "edoc", [R1, R2], data, max_chunk)
+
+
+def _header(wire: bytes) -> dict[str, object]:
+    return dict(json.loads(wire.split(b"\n", 1)[0]))
+
+
+def _with_header(wire: bytes, **changes: object) -> bytes:
+    header = _header(wire)
+    header.update(changes)
+    return json.dumps(header).encode() + b"\n" + wire.split(b"\n", 1)[1]
+
+
+def test_transfer_frame_round_trips_with_raw_payload() -> None:
+    """A transfer frame decodes to an equal frame, and its chunk rides raw after the header."""
+    frame = _frames(b"\x00\xffbinary", max_chunk=100)[0]
+    wire = encode_frame(frame)
+    assert decode_frame(wire) == frame
+    assert wire.endswith(b"\n\x00\xffbinary")
+    assert _header(wire)["v"] == 1
+
+
+def test_hop_receipt_round_trips() -> None:
+    """A hop receipt decodes to an equal receipt saying 'stored'."""
+    receipt = HopReceipt("t-1", hashlib.sha256(b"x").hexdigest())
+    assert decode_frame(encode_frame(receipt)) == receipt
+    assert _header(encode_frame(receipt))["status"] == "stored"
+
+
+@pytest.mark.parametrize(
+    ("wire", "needle"),
+    [
+        (b"", "no frame header line"),
+        (b"not json\n", "not ASCII JSON"),
+        (b"[1]\n", "not a JSON object"),
+        (b'{"v":2,"type":"receipt"}\n', "version 2"),
+        (b'{"v":true,"type":"receipt"}\n', "version True"),
+        (b'{"v":1,"type":"gossip"}\n', "neither 'transfer' nor 'receipt'"),
+        (b'{"v":1,"type":"receipt","transfer":"t","sha256":"ab","status":"stored"}\n', "sha256"),
+        (b"{" + b" " * 70000 + b"}\n", "within the first"),
+    ],
+)
+def test_malformed_bytes_are_refused_with_the_reason(wire: bytes, needle: str) -> None:
+    """Malformed frames raise FrameError (a PeerInputError) whose message names the fault."""
+    with pytest.raises(FrameError, match=needle) as caught:
+        decode_frame(wire)
+    assert isinstance(caught.value, PeerInputError)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"len": 99}, "announces 99 payload bytes"),
+        ({"count": True}, "'count' is missing or not int"),
+        ({"index": 7}, "outside 0..1"),
+        ({"kind": "spam"}, "neither 'edoc' nor 'status'"),
+        ({"recipients": []}, "at least one recipient"),
+        ({"recipients": ["h.49"]}, "recipient 'h.49'"),
+        ({"recipients": [1]}, "other than text"),
+        ({"transfer": "a/b"}, "transfer id"),
+        ({"extra": 1}, "unknown frame header field"),
+        ({"size": 1}, "chunk count 2 is impossible"),
+    ],
+)
+def test_inconsistent_transfer_headers_are_refused(changes: dict[str, object], needle: str) -> None:
+    """A transfer frame whose header lies about itself is refused, naming the field."""
+    wire = encode_frame(_frames(b"abcdefgh")[0])
+    with pytest.raises(FrameError, match=needle):
+        decode_frame(_with_header(wire, **changes))
+
+
+def test_receipt_with_payload_is_refused() -> None:
+    """A hop receipt followed by payload bytes is malformed."""
+    wire = encode_frame(HopReceipt("t-1", hashlib.sha256(b"").hexdigest())) + b"junk"
+    with pytest.raises(FrameError, match="unexpected payload"):
+        decode_frame(wire)
+
+
+def test_empty_package_is_one_empty_frame() -> None:
+    """An empty package travels as a single frame and reassembles to b''."""
+    frames = _frames(b"")
+    assert [(f.index, f.count, f.chunk) for f in frames] == [(0, 1, b"")]
+    package = Reassembler().add(frames[0])
+    assert package is not None
+    assert package.data == b""
+
+
+def test_reassembled_package_carries_its_metadata() -> None:
+    """The package yielded names its transfer, kind, recipients and digest."""
+    data = b"0123456789"
+    frames = _frames(data)
+    reassembler = Reassembler()
+    results = [reassembler.add(f) for f in frames]
+    assert results[:-1] == [None, None]
+    package = results[-1]
+    assert package is not None
+    assert (package.transfer_id, package.kind, package.recipients) == ("t-1", "edoc", (R1, R2))
+    assert package.sha256 == hashlib.sha256(data).hexdigest()
+    assert reassembler.done
+
+
+def test_duplicates_after_completion_yield_nothing_more() -> None:
+    """A chunk arriving again after the package was yielded is ignored."""
+    frames = _frames(b"abcdef")
+    reassembler = Reassembler()
+    for frame in frames:
+        reassembler.add(frame)
+    assert reassembler.add(frames[0]) is None
+
+
+def test_frame_from_another_transfer_is_refused() -> None:
+    """Chunks whose metadata disagree with the transfer's first chunk are refused."""
+    reassembler = Reassembler()
+    reassembler.add(_frames(b"abcdefgh")[0])
+    with pytest.raises(FrameError, match="disagrees"):
+        reassembler.add(_frames(b"abcdefgX")[1])
+
+
+def test_same_index_with_other_bytes_is_refused() -> None:
+    """A chunk index seen twice with different bytes is refused."""
+    first = _frames(b"abcdefgh")[0]
+    reassembler = Reassembler()
+    reassembler.add(first)
+    liar = TransferFrame(*first.metadata()[:5], 0, first.count, b"ABCD")
+    with pytest.raises(FrameError, match="different bytes"):
+        reassembler.add(liar)
+
+
+def test_digest_mismatch_is_refused_saying_so() -> None:
+    """Chunks that reassemble to other bytes than the announced digest raise FrameError."""
+    frames = _frames(b"abcdefgh")
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    lying = [
+        TransferFrame(f.transfer_id, f.kind, f.recipients, wrong, f.size, f.index, f.count, f.chunk)
+        for f in frames
+    ]
+    reassembler = Reassembler()
+    assert [reassembler.add(f) for f in lying[:-1]] == [None] * (len(lying) - 1)
+    with pytest.raises(FrameError, match="reassembled with sha256"):
+        reassembler.add(lying[-1])
+
+
+def test_oversize_transfer_is_refused_at_its_first_frame() -> None:
+    """A transfer announcing more than the cap is refused before any chunk is kept."""
+    reassembler = Reassembler(max_size=7)
+    with pytest.raises(FrameError, match="more than the 7 accepted"):
+        reassembler.add(_frames(b"abcdefgh")[1])
+    assert reassembler.received == 0
+
+
+def test_more_bytes_than_announced_are_refused() -> None:
+    """Chunks whose total exceeds the announced size are refused."""
+    f = _frames(b"abcdefgh")[0]
+    reassembler = Reassembler()
+    reassembler.add(f)
+    with pytest.raises(FrameError, match="more than its announced"):
+        reassembler.add(TransferFrame(*f.metadata()[:5], 1, f.count, b"123456"))
+
+
+def test_max_chunk_keeps_frames_below_the_broker_limit() -> None:
+    """Frames cut with max_chunk_for(limit) encode to at most limit bytes."""
+    limit = 100_000
+    recipients = [f"000.00.{i:02d}.H49" for i in range(1, 100)]
+    frames = split_into_frames("t", "status", recipients, b"x" * 250_000, max_chunk_for(limit))
+    assert len(frames) > 1
+    assert max(len(encode_frame(f)) for f in frames) <= limit
+    with pytest.raises(ValueError, match="no room"):
+        max_chunk_for(1000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=2000),
+    max_chunk=st.integers(min_value=1, max_value=300),
+    order=st.randoms(use_true_random=False),
+    duplicates=st.lists(st.integers(min_value=0, max_value=10_000), max_size=10),
+)
+def test_any_split_reassembles_in_any_order_with_duplicates(
+    data: bytes, max_chunk: int, order: object, duplicates: list[int]
+) -> None:
+    """Split, encoded, shuffled, duplicated, decoded and reassembled: the original bytes."""
+    wires = [encode_frame(f) for f in split_into_frames("t-9", "edoc", [R1], data, max_chunk)]
+    wires += [wires[i % len(wires)] for i in duplicates]
+    order.shuffle(wires)  # type: ignore[attr-defined]
+    reassembler = Reassembler()
+    packages = []
+    for wire in wires:
+        frame = decode_frame(wire)
+        assert isinstance(frame, TransferFrame)
+        package = reassembler.add(frame)
+        if package is not None:
+            packages.append(package)
+    assert [p.data for p in packages] == [data]
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_decode_or_raise_frame_error(wire: bytes) -> None:
+    """decode_frame never fails on bytes other than with FrameError."""
+    with contextlib.suppress(FrameError):
+        decode_frame(wire)
+
+
+def test_inbox_topic_round_trips() -> None:
+    """inbox_topic builds lienthong/v1/<to>/in/<from> and parse_topic reads it back."""
+    topic = inbox_topic(R2, R1)
+    assert topic == f"lienthong/v1/{R2}/in/{R1}"
+    assert parse_topic(topic) == (R2, R1)
+    assert inbox_filter(R1) == f"lienthong/v1/{R1}/in/+"
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "lienthong/v2/000.00.00.H41/in/000.00.00.H49",
+        "lienthong/v1/000.00.00.H41/out/000.00.00.H49",
+        "lienthong/v1/000.00.00.H41/in",
+        "lienthong/v1/000.00.00.H41/in/000.00.00.H49/x",
+        "lienthong/v1/000.00.00.H41/in/+",
+        "lienthong/v1/h41/in/000.00.00.H49",
+    ],
+)
+def test_foreign_topics_are_refused(topic: str) -> None:
+    """parse_topic refuses anything but an inbox topic between two valid codes."""
+    with pytest.raises(FrameError):
+        parse_topic(topic)
+
+
+def test_topic_refuses_wildcards_in_codes() -> None:
+    """A code with MQTT wildcards or slashes cannot be made into a topic."""
+    with pytest.raises(ValueError, match="sender"):
+        inbox_topic(R1, "+")
+    with pytest.raises(ValueError, match="recipient node"):
+        inbox_topic("a/b", R1)
