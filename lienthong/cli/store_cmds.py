@@ -1,10 +1,102 @@
-"""Sub-commands of the store area (being built: registers nothing yet)."""
+"""Sub-commands of the store: ``queue``, ``requeue``, ``journal verify``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from lienthong.config import DEFAULT_CONFIG_PATH, load_config
+from lienthong.errors import LienthongError
+from lienthong.store.sqlite import DB_NAME, SqliteStore
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:  # noqa: ARG001
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this area's sub-commands to ``sub``."""
+    queue = sub.add_parser("queue", help="counts of packages and transfers; dead letters")
+    queue.add_argument("--dead", action="store_true", help="list dead letters with reasons")
+    _config_arg(queue)
+    queue.set_defaults(func=lambda a: _run(a, _queue))
+
+    requeue = sub.add_parser("requeue", help="put dead transfers or expired packages back")
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="transfer or package id")
+    which.add_argument("--all-dead", action="store_true", help="every dead letter")
+    _config_arg(requeue)
+    requeue.set_defaults(func=lambda a: _run(a, _requeue))
+
+    journal = sub.add_parser("journal", help="the hash-chained journal of state changes")
+    journal_sub = journal.add_subparsers(dest="journal_command", required=True)
+    verify = journal_sub.add_parser("verify", help="check the chain; exit 1 if broken")
+    _config_arg(verify)
+    verify.set_defaults(func=lambda a: _run(a, _verify))
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"daemon configuration (default {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def _run(
+    args: argparse.Namespace, body: Callable[[SqliteStore, argparse.Namespace], Awaitable[int]]
+) -> int:
+    config = load_config(args.config)
+    state_dir = config.node.state_dir
+    if not (state_dir / DB_NAME).exists():
+        raise LienthongError(f"no store database in {state_dir} (node.state_dir)")
+
+    async def main() -> int:
+        async with SqliteStore(state_dir, config.store) as store:
+            return await body(store, args)
+
+    return asyncio.run(main())
+
+
+async def _queue(store: SqliteStore, args: argparse.Namespace) -> int:
+    now = time.time()
+    if args.dead:
+        dead = await store.dead_letters()
+        for d in dead:
+            hop = f" to {d.next_hop}" if d.next_hop else ""
+            print(
+                f"{d.kind} {d.id}{hop} document {d.document_id} attempts {d.attempts}: {d.reason}"
+            )
+        print(f"{len(dead)} dead letter(s)")
+        return 0
+    s = await store.queue_summary(now)
+    print("packages:  " + _counts(s.packages))
+    print("transfers: " + _counts(s.transfers))
+    for hop in sorted(s.per_hop):
+        print(f"  to {hop}: {_counts(s.per_hop[hop])}")
+    if s.oldest_waiting:
+        o = s.oldest_waiting
+        print(f"oldest waiting: {o.transfer_id} to {o.next_hop} ({o.state}), {o.age_s:.0f} s")
+    print(f"duplicates suppressed: {s.duplicates_suppressed}; conflicts: {s.conflicts}")
+    return 0
+
+
+def _counts(counts: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+async def _requeue(store: SqliteStore, args: argparse.Namespace) -> int:
+    count = await store.requeue(None if args.all_dead else args.id, time.time())
+    print(f"requeued {count}")
+    return 0
+
+
+async def _verify(store: SqliteStore, args: argparse.Namespace) -> int:
+    report = await store.journal_verify()
+    if report.ok:
+        print(f"journal ok: {report.entries} entries")
+        return 0
+    print(f"journal BROKEN at entry {report.bad_seq}: {report.problem}")
+    return 1

@@ -1,0 +1,172 @@
+"""The daemon's configuration: one TOML file, checked at start.
+
+Every section is a frozen dataclass and a field of :class:`Config`, so adding a section
+(``[links]``, ``[directory]``) is one dataclass and one field; the loader walks the fields.
+Values are checked against the field types and each field's ``check`` metadata; any problem
+raises :class:`ConfigError` naming the dotted key (``store.retry.max_attempts``) and what is
+wrong. Unknown keys are refused with the list of known ones, so a misspelt setting never
+silently falls back to its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+from lienthong.edxml.codes import code_problem
+from lienthong.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/lienthong/lienthong.toml")
+
+Check = Callable[[Any], str | None]
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _at_least_one(value: Any) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def _factor(value: Any) -> str | None:
+    return None if value >= 1 else "must be 1 or more"
+
+
+def _agency_code(value: Any) -> str | None:
+    problem = code_problem(value)
+    return None if problem is None else f"not an agency code: {problem}"
+
+
+def _setting(default: Any, check: Check | None = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """``[store.retry]``: the finite schedule for re-sending a transfer to a neighbour."""
+
+    base_delay_s: float = _setting(2.0, _positive, "delay before the first retry")
+    factor: float = _setting(2.0, _factor, "each delay is the previous one times this")
+    max_delay_s: float = _setting(600.0, _positive, "no single delay is longer")
+    jitter: float = _setting(0.2, _fraction, "each delay varies randomly by up to this share")
+    max_attempts: int = _setting(20, _at_least_one, "attempts before dead-lettering")
+    max_age_s: float = _setting(3 * 86400.0, _positive, "dead-letter a transfer this old")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """``[store]``: the store-and-forward engine."""
+
+    lease_s: float = _setting(60.0, _positive, "how long a taken transfer stays taken")
+    group_commit_max_batch: int = _setting(256, _at_least_one, "writes per transaction at most")
+    group_commit_max_wait_ms: float = _setting(
+        1.0, _not_negative, "wait this long for more writes to group with the first"
+    )
+    package_max_age_s: float = _setting(7 * 86400.0, _positive, "dead-letter packages this old")
+    busy_timeout_ms: int = _setting(5000, _at_least_one, "wait this long for a locked database")
+    retry: RetrySettings = field(default_factory=RetrySettings)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """``[node]``: who this daemon is and where it keeps its state."""
+
+    code: str = _setting("", _agency_code, "agency code of the agency this node runs for")
+    state_dir: Path = _setting(  # noqa: RUF009 - a Path is immutable, sharing it is safe
+        Path("/var/lib/lienthong"), None, "database and package files"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration file."""
+
+    node: NodeSettings = field(default_factory=NodeSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+
+
+_REQUIRED = {"node.code"}
+
+T = TypeVar("T")
+
+
+def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
+    """Read and check the TOML file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    return parse_config(raw.decode("utf-8", errors="replace"), source=str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Check the TOML ``text``; ``source`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    for key in sorted(_REQUIRED):
+        section, name = key.split(".")
+        if name not in data.get(section, {}):
+            raise ConfigError("is required", key=key)
+    return _build(Config, data, prefix="")
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    """An instance of the dataclass ``cls`` from the table ``data`` at ``prefix``."""
+    if not isinstance(data, dict):
+        raise ConfigError("must be a table", key=prefix.rstrip(".") or None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(fields))}",
+            key=f"{prefix}{unknown[0]}",
+        )
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, prefix=f"{key}.")  # type: ignore[arg-type]
+            continue
+        values[name] = _coerce(kind, value, key)
+        check = fields[name].metadata.get("check")
+        problem = check(values[name]) if check else None
+        if problem:
+            raise ConfigError(f"{problem} (got {value!r})", key=key)
+    return cls(**values)
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    """``value`` as the field type ``kind``, or a ConfigError naming ``key``."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str or kind is Path:
+        ok = isinstance(value, str)
+        value = Path(value) if ok and kind is Path else value
+    else:  # pragma: no cover - a field type this loader does not know is our bug
+        raise TypeError(f"unsupported setting type {kind!r} for {key}")
+    if not ok:
+        name = {float: "number", int: "integer", Path: "path string"}.get(kind, kind.__name__)
+        raise ConfigError(f"must be a {name} (got {value!r})", key=key)
+    return value

@@ -1,0 +1,148 @@
+"""The :class:`Store` protocol: what the daemon needs from durable storage.
+
+Every method that changes state returns only after the change is committed (durable on
+disk for :class:`~lienthong.store.sqlite.SqliteStore`), and appends the change to the hash-
+chained journal in the same transaction. Time is passed in (``now``, seconds since the epoch)
+so schedules are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from lienthong.store.journal import JournalReport
+from lienthong.store.lifecycle import PackageState
+from lienthong.store.model import (
+    Conflict,
+    DeadLetter,
+    Expired,
+    FailResult,
+    InboxEntry,
+    Lease,
+    PackageMeta,
+    PackageRecord,
+    QueueSummary,
+    Receipt,
+    ReceiveResult,
+)
+
+
+class Store(Protocol):
+    """Durable packages, transfers, inbox, receipts and journal of one node."""
+
+    @property
+    def intake_blocked(self) -> str | None:
+        """Why intake is stopped (disk full, database locked), or None while it runs."""
+        ...
+
+    async def open(self) -> None:
+        """Open (creating or migrating as needed)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and close."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def resume_intake(self) -> bool:
+        """Try the disk and database again; clear :attr:`intake_blocked` if they work."""
+        ...
+
+    async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
+        """Store a package submitted here (signed -> stored): ``(package_id, duplicate)``."""
+        ...
+
+    async def receive(
+        self, transfer_id: str, data: bytes, meta: PackageMeta, from_peer: str, now: float
+    ) -> ReceiveResult:
+        """Store a package a neighbour sent (received -> stored), deduped by transfer and digest."""
+        ...
+
+    async def read_package(self, package_id: str) -> bytes:
+        """The bytes of a stored package."""
+        ...
+
+    async def get_package(self, package_id: str) -> PackageRecord:
+        """The package's record; :class:`UnknownId` if there is none."""
+        ...
+
+    async def packages(self, state: PackageState) -> list[PackageRecord]:
+        """Packages in ``state``, oldest first (to resume work after a restart)."""
+        ...
+
+    async def set_package_state(
+        self, package_id: str, to_state: PackageState, now: float, reason: str | None = None
+    ) -> None:
+        """Move a package along its life cycle (verified, quarantined, ...)."""
+        ...
+
+    async def enqueue(
+        self, package_id: str, hops: Mapping[str, Sequence[str]], now: float
+    ) -> list[str]:
+        """Route the package: one queued transfer per next hop with its recipients; their ids."""
+        ...
+
+    async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
+        """Take the next due transfer (for ``next_hop``, or any) and count the attempt."""
+        ...
+
+    async def ack(self, transfer_id: str, sha256: str, now: float) -> bool:
+        """Record the hop receipt; False if the transfer was already acknowledged."""
+        ...
+
+    async def fail(self, lease: Lease, error: str, now: float) -> FailResult:
+        """The leased attempt failed: schedule a retry or dead-letter the transfer."""
+        ...
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Dead transfers and expired packages, with their reasons."""
+        ...
+
+    async def requeue(self, item_id: str | None, now: float) -> int:
+        """Put one dead transfer or expired package back (``None``: all); how many."""
+        ...
+
+    async def expire(self, now: float) -> Expired:
+        """Dead-letter packages and transfers past their maximum age."""
+        ...
+
+    async def inbox_add(self, package_id: str, recipients: Sequence[str], now: float) -> None:
+        """Deliver a verified package to the local ``recipients`` (verified -> delivered)."""
+        ...
+
+    async def inbox_list(
+        self, recipient: str | None = None, pending: bool = True
+    ) -> list[InboxEntry]:
+        """Inbox entries (for one recipient), only those not yet retrieved if ``pending``."""
+        ...
+
+    async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
+        """The office software retrieved the entry (``ok``) or failed to (updateStatus)."""
+        ...
+
+    async def record_receipt(self, receipt: Receipt) -> None:
+        """Record a receipt (status code, retrieval, or hop) for its document."""
+        ...
+
+    async def receipts(self, document_id: str) -> list[Receipt]:
+        """Every receipt about ``document_id``, oldest first."""
+        ...
+
+    async def conflicts(self) -> list[Conflict]:
+        """Transfers that came again with other bytes."""
+        ...
+
+    async def queue_summary(self, now: float) -> QueueSummary:
+        """Counts per state and next hop, and the oldest waiting transfer."""
+        ...
+
+    async def journal_verify(self) -> JournalReport:
+        """Check the hash chain of the journal."""
+        ...

@@ -1,0 +1,204 @@
+"""What only the SQLite store can show: real disk full, a locked database, tampering, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lienthong.cli import main
+from lienthong.config import StoreSettings
+from lienthong.store import (
+    DatabaseLocked,
+    DiskFull,
+    IntakeBlocked,
+    PackageMeta,
+    PackageState,
+    SqliteStore,
+    StoreTransientError,
+)
+
+T0 = 1_700_000_000.0
+
+
+def pkg(n: int, size: int = 200) -> tuple[bytes, PackageMeta]:
+    """A package of ``size`` bytes."""
+    data = f"<edXML n='{n}'>".encode().ljust(size, b" ")
+    return data, PackageMeta.for_bytes(data, f"doc-{n}", "edoc", "000.00.00.H49", ["x"])
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted afterwards."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_disk_full_stops_intake_and_keeps_what_is_stored(tiny_disk: Path) -> None:
+    """A full disk raises DiskFull naming the cause, stops intake, and damages nothing stored."""
+    store = SqliteStore(tiny_disk / "state")
+    stored = []
+    async with store:
+        with pytest.raises(DiskFull, match="disk full while writing package blob") as info:  # noqa: PT012 - fill until full
+            for n in range(100):
+                data, meta = pkg(n, 64 * 1024)
+                await store.put_package(data, meta, T0)
+                stored.append((data, meta.sha256))
+        assert store.intake_blocked == str(info.value)
+        data, meta = pkg(999)
+        with pytest.raises(IntakeBlocked, match="disk full"):
+            await store.put_package(data, meta, T0)
+        assert stored, "some packages fit before the disk filled"
+        for data, pid in stored:
+            assert await store.read_package(pid) == data
+        assert (await store.journal_verify()).ok
+        assert not list((tiny_disk / "state" / "packages").rglob(".*.tmp"))
+    db = sqlite3.connect(tiny_disk / "state" / "store.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert db.execute("SELECT count(*) FROM packages").fetchone() == (len(stored),)
+
+
+async def test_locked_database_is_a_clear_transient_error(tmp_path: Path) -> None:
+    """A database held elsewhere fails with "database is locked after ..." and blocks intake."""
+    async with SqliteStore(tmp_path, StoreSettings(busy_timeout_ms=100)) as store:
+        other = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        data, meta = pkg(1)
+        with pytest.raises(DatabaseLocked, match=r"database is locked after 0.1 s"):
+            await store.put_package(data, meta, T0)
+        assert store.intake_blocked is not None
+        assert "locked" in store.intake_blocked
+        with pytest.raises(IntakeBlocked):
+            await store.put_package(data, meta, T0)
+        other.execute("ROLLBACK")
+        assert await store.resume_intake() is True
+        assert await store.put_package(data, meta, T0) == (meta.sha256, False)
+
+
+async def test_packages_survive_reopen(tmp_path: Path) -> None:
+    """What a call acknowledged is there after closing and opening again."""
+    data, meta = pkg(1)
+    async with SqliteStore(tmp_path) as store:
+        await store.put_package(data, meta, T0)
+    async with SqliteStore(tmp_path) as store:
+        assert (await store.get_package(meta.sha256)).state == PackageState.STORED
+        assert await store.read_package(meta.sha256) == data
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database from a newer version is not opened (nor downgraded)."""
+    async with SqliteStore(tmp_path):
+        pass
+    sqlite3.connect(tmp_path / "store.sqlite3").execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreTransientError, match="schema version 99 is newer"):
+        await SqliteStore(tmp_path).open()
+
+
+async def journal_of_three(tmp_path: Path) -> sqlite3.Connection:
+    """A store whose journal holds a few entries; a raw connection to tamper with it."""
+    async with SqliteStore(tmp_path) as store:
+        for n in range(3):
+            data, meta = pkg(n)
+            await store.put_package(data, meta, T0 + n)
+    return sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+
+
+async def verify(tmp_path: Path) -> tuple[bool, str | None]:
+    """The journal check of the store at ``tmp_path``."""
+    async with SqliteStore(tmp_path) as store:
+        report = await store.journal_verify()
+    return report.ok, report.problem
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        ("UPDATE journal SET detail = 'forged' WHERE seq = 2", "entry 2 changed"),
+        ("DELETE FROM journal WHERE seq = 2", "entries 2..2 removed"),
+        ("DELETE FROM journal WHERE seq = 3", "head records entry 3"),
+        (
+            "UPDATE journal SET seq = -seq WHERE seq IN (1, 2);"
+            "UPDATE journal SET seq = 2 WHERE seq = -1; UPDATE journal SET seq = 1 WHERE seq = -2",
+            "entry 1 changed",
+        ),
+    ],
+    ids=["changed", "removed", "truncated", "reordered"],
+)
+async def test_journal_verify_names_the_tampered_entry(
+    tmp_path: Path, tamper: str, expected: str
+) -> None:
+    """Changing, removing or reordering journal rows is detected and the entry named."""
+    db = await journal_of_three(tmp_path)
+    assert await verify(tmp_path) == (True, None)
+    db.executescript(tamper)
+    ok, problem = await verify(tmp_path)
+    assert not ok
+    assert problem is not None
+    assert expected in problem
+
+
+def write_config(tmp_path: Path) -> Path:
+    """A daemon config whose state_dir is ``tmp_path/state``."""
+    path = tmp_path / "lienthong.toml"
+    path.write_text(f'[node]\ncode = "000.00.00.H49"\nstate_dir = "{tmp_path / "state"}"\n')
+    return path
+
+
+async def expired_transfer(state: Path) -> str:
+    """A store with one package expired along with its transfer; the transfer id."""
+    async with SqliteStore(state, StoreSettings(package_max_age_s=10)) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        (tid,) = await store.enqueue(meta.sha256, {"000.00.00.H30": ["x"]}, T0)
+        await store.expire(T0 + 11)
+    return tid
+
+
+def test_cli_queue_requeue_and_journal_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """queue shows counts and dead letters, requeue revives them, journal verify checks."""
+    config = write_config(tmp_path)
+    tid = asyncio.run(expired_transfer(tmp_path / "state"))
+    cfg = ["--config", str(config)]
+    assert main(["queue", *cfg]) == 0
+    assert "dead 1" in capsys.readouterr().out
+    assert main(["queue", "--dead", *cfg]) == 0
+    out = capsys.readouterr().out
+    assert tid in out
+    assert "package expired" in out
+    assert main(["requeue", "--all-dead", *cfg]) == 0
+    assert "requeued 1" in capsys.readouterr().out  # the transfer; its package comes back with it
+    assert main(["queue", *cfg]) == 0
+    assert "packages:  routed 1" in capsys.readouterr().out
+    assert main(["journal", "verify", *cfg]) == 0
+    assert "journal ok" in capsys.readouterr().out
+    sqlite3.connect(tmp_path / "state" / "store.sqlite3").execute(
+        "UPDATE journal SET to_state = 'done' WHERE seq = 1"
+    ).connection.commit()
+    assert main(["journal", "verify", *cfg]) == 1
+    assert "entry 1 changed" in capsys.readouterr().out
+
+
+def test_cli_without_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commands refuse a state directory with no database instead of creating one."""
+    assert main(["queue", "--config", str(write_config(tmp_path))]) == 1
+    assert "no store database" in capsys.readouterr().err
