@@ -1,0 +1,311 @@
+"""Check a package against the XSD and the rules XSD cannot state, naming every problem.
+
+:func:`validate` never stops at the first fault: a package goes back to its sender with one
+status 02 listing everything wrong, each problem with the path of the field at fault (e.g.
+``edXMLEnvelope/edXMLHeader/MessageHeader/To[2]/OrganId``). It checks, in order: the XML is
+safe and well-formed (else one problem, path ``/``); the normalised tree against
+``schemas/edoc.xsd`` or ``schemas/status.xsd``; then the rules below, on the normalised tree so
+they run even when no model can be built; finally it builds the model.
+
+The schemas are read once, from ``lienthong/_schemas`` when the package is installed as a wheel,
+else from the repository's top-level ``schemas/`` folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.resources
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from lxml import etree
+
+from lienthong.edxml._layout import NS, parse_date, parse_timestamp
+from lienthong.edxml._tree import PackageError, normalise, path_of, readable_xsd_path
+from lienthong.edxml.codes import code_problem
+from lienthong.edxml.model import STATUS_CODES, Package
+from lienthong.edxml.parse import DEFAULT_MAX_UNZIPPED, bare_content_id, package_from_tree
+from lienthong.errors import XmlRefused
+from lienthong.xmlsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, parse_xml
+
+__all__ = ["Problem", "ValidationResult", "validate"]
+
+_Element = etree._Element
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One fault: the field path and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """The verdict on a package.
+
+    ``package`` is the model when one could be read (even if rules failed); ``refusal`` is the
+    :class:`~lienthong.errors.XmlRefused` reason when the XML itself was refused.
+    """
+
+    problems: tuple[Problem, ...]
+    package: Package | None = None
+    refusal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no problem at all."""
+        return not self.problems
+
+
+# Longest text seen accepted by validators in use (spec section 3), by (parent, element) or
+# by element alone.
+_LENGTHS: dict[tuple[str | None, str], int] = {
+    (None, "Subject"): 500,
+    (None, "Content"): 500,
+    (None, "OrganAdd"): 500,
+    (None, "OrganizationInCharge"): 500,
+    (None, "AttachmentName"): 500,
+    (None, "OrganName"): 200,
+    (None, "TypeName"): 100,
+    (None, "SphereOfPromulgation"): 100,
+    (None, "Email"): 100,
+    ("PromulgationInfo", "Place"): 50,
+    ("ToPlaces", "Place"): 150,
+    (None, "CodeNotation"): 30,
+    (None, "Telephone"): 20,
+    (None, "Fax"): 20,
+    (None, "Website"): 20,
+    (None, "CodeNumber"): 11,
+    (None, "TyperNotation"): 10,
+}
+
+# Integer fields and their allowed range (None: any integer).
+_INTEGERS: dict[tuple[str, str], tuple[int, int] | None] = {
+    ("DocumentType", "Type"): None,
+    ("DocumentType", "TypeDetail"): None,
+    ("OtherInfo", "Priority"): (0, 4),
+    ("OtherInfo", "PromulgationAmount"): (0, 65535),
+    ("OtherInfo", "PageAmount"): (0, 65535),
+    ("MessageHeader", "SteeringType"): None,
+    ("Bussiness", "BussinessDocType"): (0, 3),
+    ("Bussiness", "Paper"): (0, 1),
+    ("BussinessDocumentInfo", "DocumentInfo"): (0, 1),
+    ("BussinessDocumentInfo", "DocumentReceiver"): (0, 1),
+    ("Receiver", "ReceiverType"): (0, 1),
+}
+
+_DOCUMENT_ID = re.compile(r"^([^,]+),(\d{4}/\d{2}/\d{2}),([^/,]+)/(.+)$")
+_HEADER = ("edXMLEnvelope", "edXMLHeader", "MessageHeader")
+
+
+def validate(
+    data: bytes,
+    *,
+    today: dt.date | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_unzipped: int = DEFAULT_MAX_UNZIPPED,
+) -> ValidationResult:
+    """Check ``data``; ``today`` (default: the local date) bounds the promulgation date."""
+    try:
+        root = parse_xml(data, max_bytes=max_bytes, max_depth=max_depth)
+    except XmlRefused as exc:
+        return ValidationResult((Problem("/", str(exc)),), refusal=exc.reason)
+    try:
+        normalised = normalise(root)
+    except PackageError as exc:
+        return ValidationResult((Problem(exc.path, exc.problem),))
+    tree = normalised.root
+    header = tree.find("/".join(f"{{{NS}}}{n}" for n in _HEADER))
+    is_status = header is not None and header.find(f"{{{NS}}}StatusCode") is not None
+    problems = _xsd_problems(tree, "status" if is_status else "edoc")
+    problems += _field_problems(tree, today or dt.date.today())
+    if header is not None:
+        problems += _header_problems(header, is_status)
+    problems += _attachment_problems(tree)
+    package: Package | None = None
+    try:
+        package = package_from_tree(tree, signed=normalised.signed, max_unzipped=max_unzipped)
+    except PackageError as exc:
+        # The XSD or a rule usually named this field already; say it once.
+        if not any(p.path == exc.path for p in problems):
+            problems.append(Problem(exc.path, exc.problem))
+    return ValidationResult(tuple(problems), package)
+
+
+def _schema_dir() -> Path:
+    installed = importlib.resources.files("lienthong") / "_schemas"
+    if installed.is_dir():
+        return Path(str(installed))
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+@functools.cache
+def _schema(kind: str) -> etree.XMLSchema:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    document = etree.parse(str(_schema_dir() / f"{kind}.xsd"), parser)
+    return etree.XMLSchema(document)
+
+
+def _xsd_problems(tree: _Element, kind: str) -> list[Problem]:
+    schema = _schema(kind)
+    if schema.validate(tree):
+        return []
+    return [
+        Problem(readable_xsd_path(e.path or "/"), e.message.replace(f"{{{NS}}}", ""))
+        for e in cast(Iterable[etree._LogEntry], schema.error_log)
+    ]
+
+
+def _named(tree: _Element) -> Iterator[tuple[_Element, str, str]]:
+    """Every edXML element below the root with its parent's name and its own."""
+    prefix = f"{{{NS}}}"
+    for element in tree.iter(f"{prefix}*"):
+        parent = element.getparent()
+        if parent is None:
+            continue
+        yield element, etree.QName(parent).localname, etree.QName(element).localname
+
+
+def _field_problems(tree: _Element, today: dt.date) -> list[Problem]:
+    problems: list[Problem] = []
+    for element, parent, name in _named(tree):
+        if len(element):
+            continue
+        text = (element.text or "").strip()
+        message = _field_problem(parent, name, text, today)
+        if message:
+            problems.append(Problem(path_of(element), message))
+    return problems
+
+
+def _field_problem(parent: str, name: str, text: str, today: dt.date) -> str | None:
+    limit = _LENGTHS.get((parent, name)) or _LENGTHS.get((None, name))
+    if limit is not None and len(text) > limit:
+        return f"is {len(text)} characters long, over the limit of {limit}"
+    if (parent, name) in _INTEGERS:
+        return _integer_problem(text, _INTEGERS[(parent, name)])
+    if name in ("PromulgationDate", "DueDate"):
+        try:
+            day = parse_date(text)
+        except ValueError as exc:
+            return str(exc)
+        if parent == "PromulgationInfo" and day > today:
+            return f"the promulgation date {text} is in the future (today is {today})"
+    elif name == "Timestamp":
+        try:
+            parse_timestamp(text)
+        except ValueError as exc:
+            return str(exc)
+    elif name == "OrganId":
+        return code_problem(text)
+    elif name == "StatusCode" and text not in STATUS_CODES:
+        return f"status code {text!r} is not one of {', '.join(STATUS_CODES)}"
+    elif name == "DocumentId" and not _DOCUMENT_ID.match(text):
+        return (
+            f"DocumentId {text!r} is not of the form <sender code>,<yyyy/MM/dd>,<number>/<notation>"
+        )
+    return None
+
+
+def _integer_problem(text: str, bounds: tuple[int, int] | None) -> str | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return f"{text!r} is not an integer"
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        return f"{value} is outside the range {bounds[0]}..{bounds[1]}"
+    return None
+
+
+def _child_text(parent: _Element, *names: str) -> str | None:
+    element = parent.find("/".join(f"{{{NS}}}{n}" for n in names))
+    return None if element is None else (element.text or "").strip()
+
+
+def _header_problems(header: _Element, is_status: bool) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for to in header.findall(f"{{{NS}}}To"):
+        organ_id = to.find(f"{{{NS}}}OrganId")
+        if organ_id is None:
+            continue
+        code, path = (organ_id.text or "").strip(), path_of(organ_id)
+        if code in seen:
+            problems.append(
+                Problem(path, f"recipient {code} is listed again (first at {seen[code]})")
+            )
+        else:
+            seen[code] = path
+    document_id = header.find(f"{{{NS}}}DocumentId")
+    if is_status or document_id is None:
+        return problems
+    match = _DOCUMENT_ID.match((document_id.text or "").strip())
+    if not match:
+        return problems  # the form itself is reported by the field rules
+    sender, day, number, notation = match.groups()
+    expected = {
+        "sender": (sender, _child_text(header, "From", "OrganId")),
+        "number": (number, _child_text(header, "Code", "CodeNumber")),
+        "notation": (notation, _child_text(header, "Code", "CodeNotation")),
+    }
+    for what, (found, wanted) in expected.items():
+        if wanted is not None and found != wanted:
+            problems.append(
+                Problem(
+                    path_of(document_id), f"DocumentId {what} {found!r} differs from {wanted!r}"
+                )
+            )
+    promulgated = _child_text(header, "PromulgationInfo", "PromulgationDate")
+    try:
+        differs = promulgated is not None and parse_date(day) != parse_date(promulgated)
+    except ValueError:
+        differs = False  # an invalid date is reported where it stands
+    if differs:
+        problems.append(
+            Problem(
+                path_of(document_id),
+                f"DocumentId date {day} differs from PromulgationDate {promulgated}",
+            )
+        )
+    return problems
+
+
+def _attachment_problems(tree: _Element) -> list[Problem]:
+    """Manifest references and attachments must match one to one by ContentId."""
+    references = tree.findall(
+        f"{{{NS}}}edXMLEnvelope/{{{NS}}}edXMLBody/{{{NS}}}edXMLManifest/{{{NS}}}Reference/{{{NS}}}ContentId"
+    )
+    attachments = tree.findall(f"{{{NS}}}AttachmentEncoded/{{{NS}}}Attachment/{{{NS}}}ContentId")
+    problems: list[Problem] = []
+    sides = (
+        ("manifest reference", references, attachments, "attachment"),
+        ("attachment", attachments, references, "manifest reference"),
+    )
+    for what, mine, theirs, other in sides:
+        their_ids = {bare_content_id(e.text or "") for e in theirs}
+        seen: set[str] = set()
+        for element in mine:
+            content_id = bare_content_id(element.text or "")
+            if content_id in seen:
+                problems.append(
+                    Problem(path_of(element), f"ContentId {content_id!r} is used twice")
+                )
+            elif content_id not in their_ids:
+                problems.append(
+                    Problem(
+                        path_of(element),
+                        f"no {other} matches this {what}'s ContentId {content_id!r}",
+                    )
+                )
+            seen.add(content_id)
+    return problems
