@@ -1,0 +1,1 @@
+"""MQTT transport: node-to-node frames, broker configuration and links."""
