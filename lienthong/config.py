@@ -80,14 +80,91 @@ class StoreSettings:
     retry: RetrySettings = field(default_factory=RetrySettings)
 
 
+def _port(value: Any) -> str | None:
+    return None if 0 < value < 65536 else "must be a TCP port number (1 to 65535)"
+
+
+def _log_level(value: Any) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if value in levels else f"must be one of {', '.join(levels)}"
+
+
+_NO_PATH = Path()
+"""An unset path setting (``Path("")``, printed as ``.``); checked where it is required."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     """``[node]``: who this daemon is and where it keeps its state."""
 
     code: str = _setting("", _agency_code, "agency code of the agency this node runs for")
-    state_dir: Path = _setting(  # noqa: RUF009 - a Path is immutable, sharing it is safe
+    state_dir: Path = _setting(
         Path("/var/lib/lienthong"), None, "database and package files"
     )
+    directory: Path = _setting(_NO_PATH, None, "the directory of agencies (TOML)")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """``[identity]``: the agency's signing key and certificate (also the MQTT client pair)."""
+
+    key: Path = _setting(_NO_PATH, None, "PEM private key")
+    cert: Path = _setting(_NO_PATH, None, "PEM certificate, CN = the node's agency code")
+    passphrase_file: Path = _setting(_NO_PATH, None, "file holding the key's passphrase")
+    passphrase_env: str = _setting("", None, "environment variable holding the passphrase")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSettings:
+    """``[trust]``: what signatures are checked against."""
+
+    ca: tuple[Path, ...] = _setting((), None, "CA certificate files or folders")
+    crls: tuple[Path, ...] = _setting((), None, "certificate revocation lists (PEM or DER)")
+    allow_sha1: bool = _setting(False, None, "accept legacy RSA-SHA1 signatures, as weak")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLink:
+    """``[links.parent]`` or ``[links.children]``: one MQTT broker this node uses."""
+
+    host: str = _setting("", None, "broker host; empty: no such link")
+    port: int = _setting(8883, _port, "broker TLS port")
+    cafile: Path = _setting(_NO_PATH, None, "CA the broker's certificate chains to")
+    keepalive_s: int = _setting(30, _at_least_one, "MQTT keepalive")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a host is set."""
+        return bool(self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class LinksSettings:
+    """``[links]``: the parent's broker (absent at the top node) and our own, for children."""
+
+    parent: BrokerLink = field(default_factory=BrokerLink)
+    children: BrokerLink = field(default_factory=BrokerLink)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """``[transfer]``: how packages travel to a neighbour."""
+
+    receipt_timeout_s: float = _setting(30.0, _positive, "wait this long for a hop receipt")
+    window: int = _setting(8, _at_least_one, "transfers in flight per neighbour at once")
+    message_size_limit: int = _setting(
+        1024 * 1024, _at_least_one, "the brokers' message_size_limit; frames stay below it"
+    )
+    max_package_bytes: int = _setting(64 * 1024 * 1024, _at_least_one, "largest package")
+    poll_s: float = _setting(1.0, _positive, "look for due transfers at least this often")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """``[daemon]``: the running process."""
+
+    drain_grace_s: float = _setting(20.0, _not_negative, "on SIGTERM, finish sends this long")
+    log_level: str = _setting("info", _log_level, "debug, info, warning or error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +173,11 @@ class Config:
 
     node: NodeSettings = field(default_factory=NodeSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    links: LinksSettings = field(default_factory=LinksSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
 
 _REQUIRED = {"node.code"}
@@ -109,11 +191,17 @@ def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
-    return parse_config(raw.decode("utf-8", errors="replace"), source=str(path))
+    return parse_config(
+        raw.decode("utf-8", errors="replace"), source=str(path), base=path.parent
+    )
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Check the TOML ``text``; ``source`` names it in errors."""
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
+    """Check the TOML ``text``; ``source`` names it in errors.
+
+    Relative paths are taken relative to ``base`` (the config file's folder when loaded from a
+    file), so a folder of configs and keys can move as a whole.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -122,10 +210,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         section, name = key.split(".")
         if name not in data.get(section, {}):
             raise ConfigError("is required", key=key)
-    return _build(Config, data, prefix="")
+    return _build(Config, data, prefix="", base=base)
 
 
-def _build(cls: type[T], data: Any, prefix: str) -> T:
+def _build(cls: type[T], data: Any, prefix: str, base: Path | None) -> T:
     """An instance of the dataclass ``cls`` from the table ``data`` at ``prefix``."""
     if not isinstance(data, dict):
         raise ConfigError("must be a table", key=prefix.rstrip(".") or None)
@@ -142,9 +230,9 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
         key = f"{prefix}{name}"
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
-            values[name] = _build(kind, value, prefix=f"{key}.")  # type: ignore[arg-type]
+            values[name] = _build(kind, value, f"{key}.", base)  # type: ignore[arg-type]
             continue
-        values[name] = _coerce(kind, value, key)
+        values[name] = _coerce(kind, value, key, base)
         check = fields[name].metadata.get("check")
         problem = check(values[name]) if check else None
         if problem:
@@ -152,7 +240,12 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
     return cls(**values)
 
 
-def _coerce(kind: Any, value: Any, key: str) -> Any:
+def _path(text: str, base: Path | None) -> Path:
+    path = Path(text)
+    return base / path if text and base is not None and not path.is_absolute() else path
+
+
+def _coerce(kind: Any, value: Any, key: str, base: Path | None) -> Any:
     """``value`` as the field type ``kind``, or a ConfigError naming ``key``."""
     if kind is bool:
         ok = isinstance(value, bool)
@@ -163,10 +256,42 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         value = float(value) if ok else value
     elif kind is str or kind is Path:
         ok = isinstance(value, str)
-        value = Path(value) if ok and kind is Path else value
+        value = _path(value, base) if ok and kind is Path else value
+    elif kind == tuple[Path, ...]:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(_path(v, base) for v in value) if ok else value
+        if not ok:
+            raise ConfigError(f"must be a list of path strings (got {value!r})", key=key)
     else:  # pragma: no cover - a field type this loader does not know is our bug
         raise TypeError(f"unsupported setting type {kind!r} for {key}")
     if not ok:
         name = {float: "number", int: "integer", Path: "path string"}.get(kind, kind.__name__)
         raise ConfigError(f"must be a {name} (got {value!r})", key=key)
     return value
+
+
+def check_for_daemon(config: Config) -> None:
+    """Raise :class:`ConfigError` naming the first setting ``lienthong run`` cannot do without.
+
+    Commands that only read a node's state (``queue``, ``journal verify``) need just
+    ``[node]``; the daemon also needs its directory, key, trust store and at least one link.
+    """
+    required: list[tuple[str, Path]] = [
+        ("node.directory", config.node.directory),
+        ("identity.key", config.identity.key),
+        ("identity.cert", config.identity.cert),
+    ]
+    for name, link in (("parent", config.links.parent), ("children", config.links.children)):
+        if link.enabled:
+            required.append((f"links.{name}.cafile", link.cafile))
+    for key, path in required:
+        if path == _NO_PATH:
+            raise ConfigError("is required to run the daemon", key=key)
+    if not config.trust.ca:
+        raise ConfigError("needs at least one CA certificate file or folder", key="trust.ca")
+    if not (config.links.parent.enabled or config.links.children.enabled):
+        raise ConfigError(
+            "neither links.parent.host nor links.children.host is set: the node would reach"
+            " no one",
+            key="links",
+        )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lienthong.config import load_config, parse_config
+from lienthong.config import check_for_daemon, load_config, parse_config
 from lienthong.errors import ConfigError
 
 MINIMAL = '[node]\ncode = "000.00.12.H30"\n'
@@ -40,7 +40,7 @@ def test_settings_are_read_and_converted() -> None:
         (MINIMAL + '[store.retry]\nmax_attempts = "3"\n', "store.retry.max_attempts", "integer"),
         (MINIMAL + "[store.retry]\njitter = 2\n", "store.retry.jitter", "between 0 and 1"),
         (MINIMAL + "[store]\nlease = 5\n", "store.lease", "known keys: busy_timeout_ms"),
-        (MINIMAL + "[nodes]\n", "nodes", "known keys: node, store"),
+        (MINIMAL + "[nodes]\n", "nodes", "known keys: daemon, identity, links, node"),
         (MINIMAL + "store = 3\n", "node.store", "unknown key"),
         ('[store]\nretry = 1\n[node]\ncode = "000.00.12.H30"\n', "store.retry", "must be a table"),
     ],
@@ -60,3 +60,33 @@ def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None:
+    """A relative key path in a config file points into that file's folder."""
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\ncode = "000.00.00.H49"\n[identity]\nkey = "keys/a.key"\n')
+    assert load_config(cfg).identity.key == tmp_path / "keys" / "a.key"
+
+
+def test_path_lists_are_checked() -> None:
+    """trust.ca takes a list of path strings and nothing else."""
+    with pytest.raises(ConfigError, match=r"trust\.ca: must be a list of path strings"):
+        parse_config('[node]\ncode = "000.00.00.H49"\n[trust]\nca = "/etc/ca.crt"\n')
+
+
+def test_daemon_check_names_the_missing_setting() -> None:
+    """A config good enough for `queue` but not for `run` names what the daemon lacks."""
+    config = parse_config('[node]\ncode = "000.00.00.H49"\n')
+    with pytest.raises(ConfigError, match=r"node\.directory: is required to run the daemon"):
+        check_for_daemon(config)
+
+
+def test_daemon_check_wants_a_link() -> None:
+    """A node with no broker at all is refused, naming [links]."""
+    config = parse_config(
+        '[node]\ncode = "000.00.00.H49"\ndirectory = "/d.toml"\n'
+        '[identity]\nkey = "/k"\ncert = "/c"\n[trust]\nca = ["/ca"]\n'
+    )
+    with pytest.raises(ConfigError, match=r"^links: neither"):
+        check_for_daemon(config)
