@@ -1,0 +1,224 @@
+"""The MQTT link of a node against a real mosquitto with the tier config (mTLS + inbox ACL).
+
+Waits are bounded (a test fails instead of hanging) and nothing asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
+
+from lienthong.transport.link import Link, LinkDown, LinkSettings, OnMessage
+
+A = "000.00.00.H49"  # a province
+B = "000.00.05.H49"  # a district under it
+C = "000.00.07.H41"  # a district elsewhere
+WAIT_S = 20.0
+"""Upper bound of every wait: generous, for a loaded machine; reached only when a test fails."""
+
+
+class Inbox:
+    """What a link's on_message received, in order, with a way to wait for the next one."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def __call__(self, sender: str, payload: bytes) -> None:
+        await self.frames.put((sender, payload))
+
+    async def next(self) -> tuple[str, bytes]:
+        async with asyncio.timeout(WAIT_S):
+            return await self.frames.get()
+
+
+def _settings(broker: Broker, pki: Pki, code: str, **changes: Any) -> LinkSettings:
+    certfile, keyfile = pki.client_files(code)
+    values: dict[str, Any] = {
+        "name": "parent",
+        "host": broker.host,
+        "port": broker.port,
+        "cafile": broker.pki.cafile,
+        "certfile": certfile,
+        "keyfile": keyfile,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.5,
+        "connect_timeout": 5.0,
+        "publish_timeout": 5.0,
+    }
+    values.update(changes)
+    return LinkSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(link: Link, *, wait_up: bool = True) -> AsyncIterator[Link]:
+    """Run ``link`` in a task (up first, unless told otherwise); cancel it on the way out."""
+    task = asyncio.create_task(link.run(), name=f"link-{link.me}")
+    try:
+        if wait_up:
+            assert await link.wait_up(WAIT_S), f"link never came up: {link.last_error}"
+        yield link
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def a_and_b(
+    broker: Broker, pki: Pki, on_message_b: OnMessage, **changes_a: Any
+) -> AsyncIterator[tuple[Link, Link]]:
+    """Links of B (handing frames to ``on_message_b``) and of A to ``broker``, both up."""
+    async with (
+        running(Link(_settings(broker, pki, B), B, on_message_b)) as b,
+        running(Link(_settings(broker, pki, A, **changes_a), A, Inbox())) as a,
+    ):
+        yield a, b
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) until ``condition()`` holds; fail naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            # Polls the public state, as a health check would; the link offers no change hook.
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"gave up waiting until {what}")
+
+
+async def test_frame_published_by_one_node_reaches_the_other(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """A publishes to B; B's on_message gets (A, payload) and both links are up."""
+    inbox = Inbox()
+    async with a_and_b(broker, broker_pki, inbox) as (a, b):
+        await a.publish(B, b"transfer frame")
+        assert await inbox.next() == (A, b"transfer frame")
+        assert (a.state, b.state) == ("up", "up")
+        assert (a.connects, b.connects) == (1, 1)
+
+
+async def test_frames_sent_while_a_node_is_away_wait_in_its_session(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """B stopped, A publishes 5 frames, B started again: B receives all 5, in order."""
+    settings_b = _settings(broker, broker_pki, B)
+    async with running(Link(settings_b, B, Inbox())):
+        pass  # the broker now holds B's persistent session and its subscription
+    sent = [f"frame {i}".encode() for i in range(5)]
+    async with running(Link(_settings(broker, broker_pki, A), A, Inbox())) as a:
+        for payload in sent:
+            await a.publish(B, payload)
+    inbox = Inbox()
+    async with running(Link(settings_b, B, inbox)):
+        received = [await inbox.next() for _ in sent]
+    assert received == [(A, payload) for payload in sent]
+
+
+async def test_link_survives_a_broker_killed_and_restarted(broker: Broker, broker_pki: Pki) -> None:
+    """SIGKILLed broker: the link goes down with a reason, refuses to publish, then comes back."""
+    inbox = Inbox()
+    # A long publish timeout: a LinkDown before it expires comes from the state, not the timer.
+    with structlog.testing.capture_logs() as logs:
+        async with a_and_b(broker, broker_pki, inbox, publish_timeout=600.0) as (a, b):
+            broker.kill()
+            await until(lambda: a.state == "down" and b.state == "down", "both links are down")
+            assert a.last_error is not None
+            await _publish_while_down_then_recover(broker, a, b, inbox)
+    first_down = next(e for e in logs if e["event"] == "link_down" and e["node"] == A)
+    assert first_down["reason"].startswith("connection lost")
+    assert first_down["retry_in"] >= 0
+    assert [e["connects"] for e in logs if e["event"] == "link_up" and e["node"] == A] == [1, 2]
+
+
+async def _publish_while_down_then_recover(broker: Broker, a: Link, b: Link, inbox: Inbox) -> None:
+    """A refuses to publish while the broker is dead; both links come back once it restarts."""
+    async with asyncio.timeout(WAIT_S):
+        with pytest.raises(LinkDown, match="is down"):
+            await a.publish(B, b"while the broker is dead")
+    broker.start()
+    assert await a.wait_up(WAIT_S), a.last_error
+    assert await b.wait_up(WAIT_S), b.last_error
+    assert (a.connects, b.connects) == (2, 2)
+    await a.publish(B, b"after the restart")
+    assert await inbox.next() == (A, b"after the restart")
+
+
+async def test_certificate_from_another_ca_never_comes_up(
+    broker: Broker, broker_pki: Pki, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A link presenting a foreign CA's certificate stays down, says why, and keeps retrying."""
+    foreign = Pki(tmp_path_factory.mktemp("foreign-pki"), "another CA")
+    link = Link(_settings(broker, foreign, C, connect_timeout=1.5), C, Inbox())
+    async with running(link, wait_up=False):
+        await until(lambda: link.attempts >= 2 and link.state == "down", "two attempts failed")
+        assert link.connects == 0
+        assert not await link.wait_up(0)
+        assert link.last_error is not None
+        assert "unknown ca" in link.last_error.lower()
+        with pytest.raises(LinkDown, match="unknown ca"):
+            await link.publish(A, b"never sent")
+
+
+async def test_a_failing_handler_does_not_stop_the_link(broker: Broker, broker_pki: Pki) -> None:
+    """on_message raising on one frame is logged; the next frame still arrives."""
+    inbox = Inbox()
+
+    async def handler(sender: str, payload: bytes) -> None:
+        if payload == b"poison":
+            raise RuntimeError("the store refused it")
+        await inbox(sender, payload)
+
+    with structlog.testing.capture_logs() as logs:
+        async with a_and_b(broker, broker_pki, handler) as (a, b):
+            await a.publish(B, b"poison")
+            await a.publish(B, b"healthy")
+            assert await inbox.next() == (A, b"healthy")
+            assert (b.state, b.connects) == ("up", 1)
+    failures = [entry for entry in logs if entry["event"] == "frame_handler_failed"]
+    assert len(failures) == 1
+    assert failures[0]["peer"] == A
+    assert "the store refused it" in failures[0]["error"]
+
+
+async def test_frame_from_a_sender_that_is_no_node_is_logged_and_skipped(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """A frame whose topic names a non-code sender is logged and skipped; the link goes on."""
+    inbox = Inbox()
+    stranger = "not-an-agency"  # a certificate the CA issued, but whose CN is not a node code
+    with structlog.testing.capture_logs() as logs:
+        async with a_and_b(broker, broker_pki, inbox) as (a, _):
+            async with broker.client(stranger) as raw:
+                await raw.publish(f"lienthong/v1/{B}/in/{stranger}", b"odd", qos=1)
+            await a.publish(B, b"genuine")
+            # The odd frame was acknowledged before A published: handed over, it would come first.
+            assert await inbox.next() == (A, b"genuine")
+    skipped = [entry for entry in logs if entry["event"] == "frame_unexpected_topic"]
+    assert [entry["topic"] for entry in skipped] == [f"lienthong/v1/{B}/in/{stranger}"]
+
+
+def test_bad_settings_fail_when_the_link_is_made(broker_pki: Pki, tmp_path: Path) -> None:
+    """A missing key file, a bad port and a bad node code fail at construction, named."""
+    certfile, keyfile = broker_pki.client_files(A)
+    good: dict[str, Any] = {
+        "name": "parent",
+        "host": "127.0.0.1",
+        "port": 8883,
+        "cafile": broker_pki.cafile,
+        "certfile": certfile,
+        "keyfile": keyfile,
+    }
+    with pytest.raises(ValueError, match="port 0"):
+        LinkSettings(**{**good, "port": 0})
+    with pytest.raises(OSError, match="No such file"):
+        Link(LinkSettings(**{**good, "keyfile": tmp_path / "missing.key"}), A, Inbox())
+    with pytest.raises(ValueError, match="node"):
+        Link(LinkSettings(**good), "not-a-code", Inbox())
