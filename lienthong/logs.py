@@ -49,6 +49,10 @@ def configure(*, json: bool = True, level: str = "info", stream: TextIO | None =
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A logger whose lines carry ``logger=name``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
+    """A logger whose lines carry ``component=name``.
+
+    The logger stays lazy: modules call this at import time, before :func:`configure`, and
+    their lines must still follow the configuration made later.
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
     return logger

@@ -29,7 +29,7 @@ def test_json_line_carries_bound_context() -> None:
     assert line["document_id"] == "D1"
     assert line["peer"] == "000.00.00.H49"
     assert line["level"] == "info"
-    assert line["logger"] == "test"
+    assert line["component"] == "test"
     assert line["timestamp"].endswith("Z")
 
 
@@ -56,3 +56,12 @@ def test_unknown_level_is_refused() -> None:
     """A misspelt level names the choices."""
     with pytest.raises(ValueError, match="debug, info, warning, error"):
         configure(level="verbose")
+
+
+def test_loggers_made_before_configure_follow_it() -> None:
+    """A module-level logger made at import time writes with the configuration made later."""
+    early = get_logger("early")
+    out = io.StringIO()
+    configure(stream=out)
+    early.info("after")
+    assert json.loads(out.getvalue())["event"] == "after"

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "lienthong.cli.format_cmds",
     "lienthong.cli.trust_cmds",
     "lienthong.cli.store_cmds",
+    "lienthong.cli.node_cmds",
 )
 
 

@@ -18,24 +18,25 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add this area's sub-commands to ``sub``."""
     queue = sub.add_parser("queue", help="counts of packages and transfers; dead letters")
     queue.add_argument("--dead", action="store_true", help="list dead letters with reasons")
-    _config_arg(queue)
+    config_arg(queue)
     queue.set_defaults(func=lambda a: _run(a, _queue))
 
     requeue = sub.add_parser("requeue", help="put dead transfers or expired packages back")
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("id", nargs="?", help="transfer or package id")
     which.add_argument("--all-dead", action="store_true", help="every dead letter")
-    _config_arg(requeue)
+    config_arg(requeue)
     requeue.set_defaults(func=lambda a: _run(a, _requeue))
 
     journal = sub.add_parser("journal", help="the hash-chained journal of state changes")
     journal_sub = journal.add_subparsers(dest="journal_command", required=True)
     verify = journal_sub.add_parser("verify", help="check the chain; exit 1 if broken")
-    _config_arg(verify)
+    config_arg(verify)
     verify.set_defaults(func=lambda a: _run(a, _verify))
 
 
-def _config_arg(parser: argparse.ArgumentParser) -> None:
+def config_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE``: every command that reads a node's state takes the daemon's file."""
     parser.add_argument(
         "--config",
         type=Path,

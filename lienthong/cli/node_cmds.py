@@ -1,0 +1,99 @@
+"""Sub-commands of the daemon: ``run``, ``send``, ``keys fingerprint``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from lienthong.cli.store_cmds import config_arg
+from lienthong.config import load_config
+from lienthong.keyfiles import read_file
+from lienthong.logs import configure
+from lienthong.node import Node, load_directory, load_keys
+from lienthong.processing import Processor, SubmissionRefused, certificate_fingerprint
+from lienthong.store import SqliteStore
+from lienthong.trust.keys import load_certificates
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add this area's sub-commands to ``sub``."""
+    run = sub.add_parser("run", help="run the daemon (systemd Type=notify)")
+    config_arg(run)
+    run.set_defaults(func=_run)
+
+    send = sub.add_parser("send", help="validate, sign and send packages through this node's store")
+    send.add_argument("files", nargs="+", metavar="FILE", help="edXML package(s)")
+    config_arg(send)
+    send.set_defaults(func=_send)
+
+    keys = sub.add_parser("keys", help="certificates and keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    fingerprint = keys_sub.add_parser(
+        "fingerprint", help="the sha256 fingerprint of a certificate, for the directory"
+    )
+    fingerprint.add_argument("certs", nargs="+", metavar="CERT")
+    fingerprint.set_defaults(func=_fingerprint)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure(json=True, level=config.daemon.log_level)
+
+    async def main() -> None:
+        node = Node(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, node.request_stop)
+        await node.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure(json=False, level="warning", stream=sys.stderr)
+    directory = load_directory(config)
+    identity, trust = load_keys(config)
+    datas = [(path, read_file(path, "package")) for path in args.files]
+
+    async def main() -> int:
+        status = 0
+        async with SqliteStore(config.node.state_dir, config.store) as store:
+            processor = Processor(
+                me=config.node.code,
+                directory=directory,
+                identity=identity,
+                trust=trust,
+                store=store,
+                max_package_bytes=config.transfer.max_package_bytes,
+            )
+            for path, data in datas:
+                try:
+                    done = await processor.submit(data)
+                except SubmissionRefused as exc:
+                    status = 1
+                    print(f"{path}: refused", file=sys.stderr)
+                    for problem in exc.problems:
+                        print(f"  {problem}", file=sys.stderr)
+                    continue
+                where = [f"{hop} ({', '.join(rs)})" for hop, rs in done.hops.items()]
+                where += [f"{code} (here)" for code in done.local]
+                what = "already sent" if done.duplicate else "queued"
+                print(
+                    f"{path}: {done.document_id}: {what}"
+                    + (f" -> {'; '.join(where)}" if where else "")
+                )
+        return status
+
+    return asyncio.run(main())
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    for path in args.certs:
+        for cert in load_certificates(read_file(path, "certificate")):
+            print(f"{certificate_fingerprint(cert)}  {cert.subject.rfc4514_string()}  {path}")
+    return 0

@@ -1,0 +1,151 @@
+"""A mosquitto process with the project's tier configuration (TLS client certificates + ACL).
+
+Started on a free port of 127.0.0.1 and considered ready once it completes a TLS handshake;
+it can be stopped (SIGTERM: mosquitto saves its persistence), killed (SIGKILL) and started
+again on the same port and storage, for fault tests and the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from lienthong.devnet.pki import HOST, DevPki
+from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+PROBE_CODE = "000.00.99.H99"
+"""The identity used to check that a broker accepts TLS connections."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class Broker:
+    """One mosquitto process with the tier config; ``start``/``stop``/``kill``/``restart``."""
+
+    def __init__(self, pki: DevPki, workdir: Path, port: int | None = None) -> None:
+        """Render the config into ``workdir``; the port is chosen now and kept on restarts."""
+        self.pki = pki
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.host = HOST
+        self.persistence_dir = workdir / "persistence"
+        self.persistence_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "mosquitto.log"
+        self.config_path = workdir / "mosquitto.conf"
+        settings = BrokerSettings(
+            port=self.port,
+            cafile=pki.cafile,
+            certfile=pki.server_cert,
+            keyfile=pki.server_key,
+            acl_file=ACL_PATH,
+            persistence_dir=self.persistence_dir,
+            bind_address=HOST,
+            # Tests may run as root; mosquitto would otherwise switch to a user that cannot
+            # read the test's files.
+            user=_current_user(),
+        )
+        self.config_path.write_text(render(settings), encoding="utf-8")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start mosquitto and return once it completes a TLS handshake on its port."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("the broker is already running")
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        assert self.process is not None
+        context = self.pki.client_context(PROBE_CODE)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"mosquitto exited with {code}:\n{self.log()}")
+            try:
+                with (
+                    socket.create_connection((self.host, self.port), timeout=1.0) as raw,
+                    context.wrap_socket(raw, server_hostname=self.host),
+                ):
+                    return
+            except (OSError, ssl.SSLError):
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(
+                        f"mosquitto did not accept TLS on port {self.port}:\n{self.log()}"
+                    ) from None
+                time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM (mosquitto saves its persistence file), then SIGKILL if it hangs."""
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without saving anything."""
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(STOP_TIMEOUT_S)
+
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop (or kill, when ``hard``) and start again on the same port and storage."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
+    def log(self) -> str:
+        """What mosquitto has logged so far."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return ""
+
+    def client(self, code: str | None, **kwargs: Any) -> aiomqtt.Client:
+        """An aiomqtt client to this broker presenting ``code``'s certificate."""
+        kwargs.setdefault("identifier", code)
+        kwargs.setdefault("timeout", 10)
+        return aiomqtt.Client(
+            self.host, self.port, tls_context=self.pki.client_context(code), **kwargs
+        )
+
+
+def _current_user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name

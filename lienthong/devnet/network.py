@@ -1,0 +1,255 @@
+"""A whole network on one machine: one broker per node with children, one daemon per node.
+
+:class:`Network` reads a directory (the same TOML a node reads), makes a development PKI, a
+broker for every node that has child nodes (the tier config with TLS client certificates and
+the ACL), and a config file for every node; it then starts real ``lienthong run`` processes.
+Each daemon gets its own ``NOTIFY_SOCKET``, so "ready" means what it means under systemd: the
+daemon said READY=1 once its store was open and its links were up.
+
+Everything lives under one folder (``root``): ``pki/``, ``brokers/<code>/``,
+``nodes/<code>/lienthong.toml`` with the node's ``state/`` and ``daemon.log``, and
+``directory.toml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from lienthong.devnet.broker import Broker
+from lienthong.devnet.pki import HOST, DevPki
+from lienthong.directory import Directory
+from lienthong.trust.pki import KeyType
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+class NodeProcess:
+    """One ``lienthong run`` process with its config, state folder and log."""
+
+    def __init__(self, code: str, workdir: Path) -> None:
+        self.code = code
+        self.workdir = workdir
+        self.config_path = workdir / "lienthong.toml"
+        self.log_path = workdir / "daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._notify: socket.socket | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start the daemon; :meth:`wait_ready` waits for its READY=1."""
+        if self.running:
+            raise RuntimeError(f"node {self.code} is already running")
+        notify_path = self.workdir / "notify.sock"
+        with contextlib.suppress(FileNotFoundError):
+            notify_path.unlink()
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "lienthong", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Return once the daemon has sent READY=1; raise with its log if it dies or hangs."""
+        assert self._notify is not None
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"node {self.code} exited with {self.process.returncode}:\n{self.log()}"
+                )
+            self._notify.settimeout(0.2)
+            try:
+                message = self._notify.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in message.split(b"\n"):
+                return
+        raise RuntimeError(f"node {self.code} not ready after {timeout:g} s:\n{self.log()}")
+
+    def notifications(self) -> list[str]:
+        """sd_notify messages received since the last call (without waiting)."""
+        out: list[str] = []
+        if self._notify is None:
+            return out
+        self._notify.settimeout(0)
+        with contextlib.suppress(BlockingIOError, TimeoutError):
+            while True:
+                out.append(self._notify.recv(4096).decode("utf-8", errors="replace"))
+        return out
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait for a clean exit (SIGKILL after ``timeout``); the exit status."""
+        if self.process is None:
+            return None
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_notify()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon dies where it stands."""
+        if self.process is not None and self.running:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT_S)
+        self._close_notify()
+
+    def _close_notify(self) -> None:
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+
+    def log(self) -> str:
+        """What the daemon has logged so far (JSON lines)."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return ""
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_toml(sections: Mapping[str, Mapping[str, object]]) -> str:
+    """A TOML document of plain ``[section]`` tables (dotted names for nested tables)."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Network:
+    """Brokers and daemons for every node of a directory, under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        directory_text: str,
+        *,
+        key_type: KeyType = "rsa",
+        overrides: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> None:
+        """Write the PKI, broker configs and node configs; start nothing yet.
+
+        ``overrides`` are extra settings for every node's config, by section (for example
+        ``{"transfer": {"receipt_timeout_s": 5}}``).
+        """
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.directory = Directory.from_mapping(tomllib.loads(directory_text))
+        self.directory_path = root / "directory.toml"
+        self.directory_path.write_text(directory_text, encoding="utf-8")
+        self.pki = DevPki(root / "pki", "lienthong development CA", key_type=key_type)
+        parents = {
+            parent
+            for node in self.directory.nodes
+            if (parent := self.directory.node_parent(node)) is not None
+        }
+        self.brokers = {code: Broker(self.pki, root / "brokers" / code) for code in sorted(parents)}
+        self.nodes = {
+            code: NodeProcess(code, root / "nodes" / code) for code in sorted(self.directory.nodes)
+        }
+        for node in self.nodes.values():
+            node.workdir.mkdir(parents=True, exist_ok=True)
+            node.config_path.write_text(
+                render_toml(self._node_config(node.code, overrides or {})), encoding="utf-8"
+            )
+
+    def _node_config(
+        self, code: str, overrides: Mapping[str, Mapping[str, object]]
+    ) -> dict[str, dict[str, object]]:
+        cert, key = self.pki.client_files(code)
+        config: dict[str, dict[str, object]] = {
+            "node": {
+                "code": code,
+                "state_dir": str(self.nodes[code].workdir / "state"),
+                "directory": str(self.directory_path),
+            },
+            "identity": {"key": str(key), "cert": str(cert)},
+            "trust": {"ca": [str(self.pki.cafile)]},
+        }
+        parent = self.directory.node_parent(code)
+        if parent is not None:
+            config["links.parent"] = self._link(self.brokers[parent])
+        if code in self.brokers:
+            config["links.children"] = self._link(self.brokers[code])
+        for section, values in overrides.items():
+            config.setdefault(section, {}).update(values)
+        return config
+
+    def _link(self, broker: Broker) -> dict[str, object]:
+        return {"host": HOST, "port": broker.port, "cafile": str(self.pki.cafile)}
+
+    def start(self, codes: Iterable[str] | None = None) -> None:
+        """Start every broker, then the given nodes (all by default), and wait until ready."""
+        for broker in self.brokers.values():
+            if not broker.running:
+                broker.start()
+        chosen = [self.nodes[c] for c in (codes if codes is not None else self.nodes)]
+        for node in chosen:
+            node.start()
+        for node in chosen:
+            node.wait_ready()
+
+    def stop(self) -> None:
+        """SIGTERM every node, then stop every broker."""
+        for node in self.nodes.values():
+            node.stop()
+        for broker in self.brokers.values():
+            broker.stop()
+
+    def kill(self) -> None:
+        """SIGKILL everything (test clean-up)."""
+        for node in self.nodes.values():
+            node.kill()
+        for broker in self.brokers.values():
+            broker.kill()
+
+    def lienthong(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``lienthong ARGS --config <code's config>`` and return its result."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lienthong",
+                *args,
+                "--config",
+                str(self.nodes[code].config_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )

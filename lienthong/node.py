@@ -1,0 +1,296 @@
+"""One running daemon: wires the store, the links, the senders and the processor, and owns
+their life cycle.
+
+Start: the configuration is checked (every missing or wrong setting named), the directory,
+the signing key and the trust store are loaded once, the store is opened, and the links to
+the brokers are started. READY is announced to systemd only when the store is open and every
+link is up; packages a previous run left half-done are resumed before that.
+
+Run: one task group with named tasks (``link:<name>``, ``sender:<neighbour>``,
+``processor``, ``housekeeping``, ``watchdog``). A failing task is a bug and stops the daemon
+(systemd restarts it); faults of the world (a broker down, a bad package) are handled inside
+the tasks and never end them.
+
+Stop (SIGTERM or SIGINT): intake stops (no new transfer frames are taken, no new transfers
+leased), transfers in flight get ``daemon.drain_grace_s`` to receive their hop receipts, then
+everything is cancelled. Work cut short stays in the store and resumes on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lienthong.config import Config, check_for_daemon
+from lienthong.directory import Directory
+from lienthong.errors import ConfigError, LienthongError
+from lienthong.keyfiles import load_identity, load_trust_store, read_passphrase
+from lienthong.logs import get_logger
+from lienthong.processing import Processor
+from lienthong.sdnotify import Notifier, watchdog_interval
+from lienthong.store import SqliteStore
+from lienthong.transport.frames import max_chunk_for
+from lienthong.transport.link import Link, LinkSettings, OnMessage
+from lienthong.transport.receiver import Receiver
+from lienthong.transport.sender import HopSender, ReceiptWaiter
+from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy
+
+_log = get_logger("lienthong.node")
+
+HOUSEKEEPING_S = 60.0
+"""How often expired packages and transfers are dead-lettered."""
+
+
+def load_directory(config: Config) -> Directory:
+    """The directory file named by ``node.directory``, checked."""
+    path = config.node.directory
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="node.directory") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", key="node.directory") from exc
+    directory = Directory.from_mapping(data)
+    me = config.node.code
+    if me not in directory.nodes:
+        raise ConfigError(
+            f"the directory {path} does not list {me} as an agency that runs a node"
+            " (node = true)",
+            key="node.code",
+        )
+    return directory
+
+
+def load_keys(config: Config) -> tuple[SigningIdentity, TrustStore]:
+    """The signing identity and the trust store, each loaded once."""
+    ident = config.identity
+    passphrase = read_passphrase(
+        str(ident.passphrase_file) if ident.passphrase_file != Path() else None,
+        ident.passphrase_env or None,
+    )
+    identity = load_identity(ident.key, ident.cert, passphrase)
+    trust = load_trust_store(config.trust.ca, config.trust.crls)
+    return identity, trust
+
+
+class Node:
+    """The daemon of agency ``config.node.code``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Check the configuration and load everything that can fail, before any task starts."""
+        check_for_daemon(config)
+        self.config = config
+        self.me = config.node.code
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.directory = load_directory(config)
+        self.identity, self.trust = load_keys(config)
+        self.store = SqliteStore(config.node.state_dir, config.store)
+        self.receipts = ReceiptWaiter()
+        self._work: asyncio.Queue[str] = asyncio.Queue()
+        self.links = self._make_links()
+        self.receiver = Receiver(
+            store=self.store,
+            receipts=self.receipts,
+            on_package=self._work.put,
+            max_package_bytes=config.transfer.max_package_bytes,
+            clock=clock,
+        )
+        self.senders = self._make_senders()
+        self.processor = Processor(
+            me=self.me,
+            directory=self.directory,
+            identity=self.identity,
+            trust=self.trust,
+            store=self.store,
+            verify_policy=VerifyPolicy(allow_sha1=config.trust.allow_sha1),
+            max_package_bytes=config.transfer.max_package_bytes,
+            clock=clock,
+            on_enqueued=self._wake_senders,
+        )
+        self._stop = asyncio.Event()
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def _make_links(self) -> dict[str, Link]:
+        links: dict[str, Link] = {}
+        for name, broker in (
+            ("parent", self.config.links.parent),
+            ("children", self.config.links.children),
+        ):
+            if not broker.enabled:
+                continue
+            settings = LinkSettings(
+                name=name,
+                host=broker.host,
+                port=broker.port,
+                cafile=broker.cafile,
+                certfile=self.config.identity.cert,
+                keyfile=self.config.identity.key,
+                keepalive=broker.keepalive_s,
+            )
+            try:
+                links[name] = Link(settings, self.me, self._on_message(name))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot set up the link: {exc}", key=f"links.{name}") from exc
+        return links
+
+    def _on_message(self, name: str) -> OnMessage:
+        # Links are made before the receiver, so the link is looked up when a frame arrives.
+        async def on_message(sender: str, payload: bytes) -> None:
+            await self.receiver.on_frame(self.links[name], sender, payload)
+
+        return on_message
+
+    def neighbours(self) -> dict[str, str]:
+        """Each neighbour node and the name of the link that reaches it."""
+        out: dict[str, str] = {}
+        parent = self.directory.node_parent(self.me)
+        if parent is not None:
+            out[parent] = "parent"
+        for node in sorted(self.directory.nodes):
+            if node != self.me and self.directory.node_parent(node) == self.me:
+                out[node] = "children"
+        return out
+
+    def _make_senders(self) -> dict[str, HopSender]:
+        transfer = self.config.transfer
+        senders: dict[str, HopSender] = {}
+        for neighbour, link_name in self.neighbours().items():
+            link = self.links.get(link_name)
+            if link is None:
+                raise ConfigError(
+                    f"the directory makes {neighbour} a neighbour of {self.me} through the"
+                    f" {link_name} broker, but links.{link_name}.host is not set",
+                    key=f"links.{link_name}.host",
+                )
+            senders[neighbour] = HopSender(
+                neighbour=neighbour,
+                link=link,
+                store=self.store,
+                receipts=self.receipts,
+                max_chunk=max_chunk_for(transfer.message_size_limit),
+                receipt_timeout=transfer.receipt_timeout_s,
+                window=transfer.window,
+                poll=transfer.poll_s,
+                clock=self.clock,
+            )
+        return senders
+
+    def _wake_senders(self, hops: Iterable[str]) -> None:
+        for hop in hops:
+            sender = self.senders.get(hop)
+            if sender is not None:
+                sender.wake()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin the graceful stop (safe to call from a signal handler, more than once)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`request_stop`, then drain and return."""
+        structlog.contextvars.bind_contextvars(node=self.me)
+        async with self.store, asyncio.TaskGroup() as tg:
+            tasks: list[asyncio.Task[Any]] = [
+                tg.create_task(link.run(), name=f"link:{name}")
+                for name, link in self.links.items()
+            ]
+            tasks.append(tg.create_task(self._process(), name="processor"))
+            tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+            if not await self._wait_links_up():
+                await self._cancel(tasks)
+                return
+            resumed = await self.processor.resume()
+            tasks += [
+                tg.create_task(sender.run(), name=f"sender:{hop}")
+                for hop, sender in self.senders.items()
+            ]
+            tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+            status = self.describe()
+            self.notifier.ready(status)
+            _log.info("node_ready", status=status, resumed=resumed)
+            await self._stop.wait()
+            await self._drain()
+            await self._cancel(tasks)
+        _log.info("node_stopped")
+
+    async def _wait_links_up(self) -> bool:
+        """Wait until every link is up, or a stop is requested first (False)."""
+        for name, link in self.links.items():
+            self.notifier.status(f"waiting for the {name} broker {link.settings.host}")
+            while not await link.wait_up(1.0):
+                if self._stop.is_set():
+                    return False
+        return True
+
+    async def _drain(self) -> None:
+        grace = self.config.daemon.drain_grace_s
+        in_flight = sum(s.in_flight for s in self.senders.values())
+        self.notifier.stopping(f"draining {in_flight} transfer(s) for up to {grace:g} s")
+        _log.info("node_stopping", in_flight=in_flight, grace_s=grace)
+        self.receiver.accepting = False
+        for sender in self.senders.values():
+            sender.stop_taking()
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(s.drain() for s in self.senders.values()))
+                await self._work.join()
+        except TimeoutError:
+            left = sum(s.in_flight for s in self.senders.values())
+            _log.warning("drain_cut_short", in_flight=left)
+
+    @staticmethod
+    async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+
+    def describe(self) -> str:
+        """A one-line state for ``systemctl status``."""
+        links = ", ".join(f"{name} {link.state}" for name, link in self.links.items())
+        return f"{self.me}: links {links}"
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        while True:
+            package_id = await self._work.get()
+            try:
+                await self.processor.process_received(package_id)
+            except LienthongError as exc:
+                # The package stays stored in its state and is resumed at the next start.
+                _log.error("processing_failed", package_id=package_id, reason=str(exc))
+            finally:
+                self._work.task_done()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            expired = await self.store.expire(self.clock())
+            if expired.packages or expired.transfers:
+                _log.warning(
+                    "dead_lettered_by_age",
+                    packages=list(expired.packages),
+                    transfers=list(expired.transfers),
+                )
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)

@@ -1,0 +1,319 @@
+"""What a node does with a package: take one from office software, or act on one received.
+
+Submission (office software -> this node)::
+
+    validate -> refuse with every problem | sign (unless signed) -> store -> route
+    route: local recipients -> inbox; others -> one transfer per next hop
+
+A package whose recipients cannot all be routed is refused at submission, before anything is
+stored or sent: the office software learns it at once, not through a status 02 later.
+
+Reception (a neighbour -> this node, already durably stored and answered with a hop receipt)::
+
+    recipients served here?  yes -> verify signature + validate -> inbox, status 01 back
+                                                               | quarantine, status 02 back
+                             others -> one transfer per next hop (a transit node checks only
+                                       the digest, which reassembly and the store have done)
+
+A refused package is quarantined as a whole even when other recipients lie further on: its
+signature or content is what failed, and it would fail the same way there. Status packages
+are never answered with status packages. Every step is a state change in the store, so a
+node that restarts resumes packages where they stopped (:meth:`Processor.resume`).
+
+CPU-heavy steps (validation, signing, verification) run in a worker thread so the event loop
+keeps serving the links meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from lienthong import receipts
+from lienthong.directory import Directory
+from lienthong.edxml import EdocPackage, Package, StatusPackage, build, validate
+from lienthong.edxml.model import Organization
+from lienthong.errors import PeerInputError
+from lienthong.logs import get_logger
+from lienthong.routing import split_by_next_hop
+from lienthong.store import PackageMeta, PackageState, Receipt, Store
+from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
+
+_log = get_logger("lienthong.processing")
+
+
+class SubmissionRefused(PeerInputError):
+    """A package from office software that cannot be sent; ``problems`` says why, each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("the package was refused: " + "; ".join(problems))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What became of a submitted package."""
+
+    package_id: str
+    document_id: str
+    kind: str
+    duplicate: bool
+    local: tuple[str, ...] = ()
+    hops: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """The sha256 fingerprint (lower-case hex) the directory lists signers by."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
+def _recipients_of(pkg: Package) -> tuple[str, ...]:
+    """Who a package goes to: the To list, or for a status the document's sender."""
+    if isinstance(pkg, StatusPackage):
+        return (pkg.response_for.organ_id,)
+    return pkg.recipients
+
+
+class Processor:
+    """Submission, routing and reception of packages at node ``me``."""
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        directory: Directory,
+        identity: SigningIdentity,
+        trust: TrustStore,
+        store: Store,
+        verify_policy: VerifyPolicy | None = None,
+        max_package_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+        on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
+    ) -> None:
+        """``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders."""
+        self.me = me
+        self.directory = directory
+        self.identity = identity
+        self.trust = trust
+        self.store = store
+        self.policy = verify_policy or VerifyPolicy()
+        self.max_package_bytes = max_package_bytes
+        self.clock = clock
+        self.on_enqueued = on_enqueued
+
+    # -- submission ---------------------------------------------------------------------------
+
+    async def submit(self, data: bytes) -> Submitted:
+        """Validate, sign, store and route a package from office software.
+
+        Raises :class:`SubmissionRefused` with every problem when the package is invalid, its
+        sender is not served by this node, or a recipient cannot be routed. Submitting the same
+        bytes again is recognised and routes nothing twice (``duplicate=True``).
+        """
+        result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
+        if not result.ok or result.package is None:
+            raise SubmissionRefused([f"{p.path}: {p.message}" for p in result.problems])
+        pkg = result.package
+        problems = self._submission_problems(pkg)
+        if problems:
+            raise SubmissionRefused(problems)
+        signed = data if pkg.signed else await asyncio.to_thread(sign_package, data, self.identity)
+        return await self._store_and_route(signed, pkg)
+
+    def _submission_problems(self, pkg: Package) -> list[str]:
+        sender = pkg.sender
+        if sender not in self.directory:
+            return [f"the sending agency {sender} is not in this node's directory"]
+        if self.directory.serving_node(sender) != self.me:
+            return [f"this node ({self.me}) does not serve the sending agency {sender}"]
+        split = split_by_next_hop(self.me, self.directory, _recipients_of(pkg))
+        return [f"recipient {code}: {why}" for code, why in split.refused.items()]
+
+    async def _store_and_route(self, signed: bytes, pkg: Package) -> Submitted:
+        now = self.clock()
+        recipients = _recipients_of(pkg)
+        meta = PackageMeta.for_bytes(signed, pkg.document_id, pkg.kind, pkg.sender, recipients)
+        package_id, duplicate = await self.store.put_package(signed, meta, now)
+        if duplicate:
+            _log.info("submission_duplicate", document_id=pkg.document_id, package_id=package_id)
+            return Submitted(package_id, pkg.document_id, pkg.kind, True)
+        _log.info(
+            "package_submitted",
+            document_id=pkg.document_id,
+            kind=pkg.kind,
+            recipients=list(recipients),
+            size=len(signed),
+        )
+        local, hops = await self._route(package_id, pkg, recipients)
+        return Submitted(package_id, pkg.document_id, pkg.kind, False, local, hops)
+
+    async def _route(
+        self, package_id: str, pkg: Package, recipients: Sequence[str]
+    ) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+        """Deliver to local recipients and queue one transfer per next hop for the others.
+
+        The caller has checked the package's signature and content (or made them here).
+        Returns the local recipients and the hops. Unroutable recipients of a received edoc
+        are answered with a status 02 from this node.
+        """
+        now = self.clock()
+        split = split_by_next_hop(self.me, self.directory, recipients)
+        local = tuple(split.local)
+        if local:
+            await self._deliver(package_id, pkg, local)
+        hops = {hop: tuple(rs) for hop, rs in split.by_hop.items()}
+        if hops:
+            await self.store.enqueue(package_id, hops, now)
+            _log.info("package_routed", document_id=pkg.document_id, hops=hops)
+            self.on_enqueued(hops)
+        if split.refused:
+            reasons = [f"recipient {code}: {why}" for code, why in split.refused.items()]
+            _log.warning("recipients_refused", document_id=pkg.document_id, reasons=reasons)
+            if isinstance(pkg, EdocPackage):
+                await self._answer(pkg, self.me, receipts.REFUSED, reasons)
+            if not local and not hops:
+                await self.store.set_package_state(
+                    package_id, PackageState.QUARANTINED, now, "; ".join(reasons)
+                )
+        return local, hops
+
+    async def _deliver(self, package_id: str, pkg: Package, local: tuple[str, ...]) -> None:
+        now = self.clock()
+        record = await self.store.get_package(package_id)
+        if record.state != PackageState.VERIFIED:
+            await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
+        await self.store.inbox_add(package_id, local, now)
+        _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
+        if isinstance(pkg, StatusPackage):
+            await self.store.record_receipt(
+                Receipt(
+                    pkg.document_id,
+                    "status",
+                    pkg.status_code,
+                    pkg.sender,
+                    now,
+                    pkg.description or "",
+                )
+            )
+            return
+        for recipient in local:
+            await self._answer(pkg, recipient, receipts.ARRIVED, ())
+
+    # -- reception ----------------------------------------------------------------------------
+
+    async def process_received(self, package_id: str) -> None:
+        """Act on a package a neighbour sent, already stored and acknowledged to it."""
+        record = await self.store.get_package(package_id)
+        if record.state not in (PackageState.STORED, PackageState.VERIFIED):
+            return  # already handled before a restart
+        data = await self.store.read_package(package_id)
+        split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
+        result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
+        pkg = result.package
+        problems = [f"{p.path}: {p.message}" for p in result.problems]
+        if split.local and record.state == PackageState.STORED:
+            verification = await asyncio.to_thread(
+                verify_package,
+                data,
+                self.trust,
+                at=dt.datetime.fromtimestamp(record.created_at, dt.UTC),
+                policy=self.policy,
+                signer_binding=self._may_sign,
+            )
+            if not verification.valid:
+                problems = [*verification.reasons, *problems]
+        if pkg is None or (split.local and problems):
+            await self._refuse(package_id, record.meta.document_id, pkg, split.local, problems)
+            return
+        await self._route(package_id, pkg, record.meta.recipients)
+
+    async def _refuse(
+        self,
+        package_id: str,
+        document_id: str,
+        pkg: Package | None,
+        local: Sequence[str],
+        problems: Sequence[str],
+    ) -> None:
+        reason = "; ".join(problems) or "the package cannot be read"
+        await self.store.set_package_state(
+            package_id, PackageState.QUARANTINED, self.clock(), reason
+        )
+        _log.warning("package_quarantined", document_id=document_id, reasons=list(problems))
+        if isinstance(pkg, EdocPackage):
+            reporter = local[0] if local else self.me
+            await self._answer(pkg, reporter, receipts.REFUSED, problems)
+
+    def _may_sign(self, sender: str, cert: x509.Certificate) -> bool:
+        """The signer binding: the directory lists the certificate for ``sender``, or its CN
+        is the sender itself or the node that serves the sender (a node signs the status
+        packages of the agencies it serves)."""
+        if self.directory.may_sign(sender, certificate_fingerprint(cert)):
+            return True
+        name = _common_name(cert)
+        if name == sender:
+            return True
+        return sender in self.directory and self.directory.serving_node(sender) == name
+
+    # -- status packages ----------------------------------------------------------------------
+
+    def _organization(self, code: str) -> Organization:
+        agency = self.directory.get(code)
+        return Organization(code, agency.name if agency and agency.name else code)
+
+    async def _answer(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
+    ) -> None:
+        """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
+        status = receipts.status_for(
+            document,
+            reporter=self._organization(reporter),
+            code=code,
+            reasons=reasons,
+            now=self.clock(),
+        )
+        signed = await asyncio.to_thread(sign_package, build(status), self.identity)
+        if document.sender not in self.directory:
+            _log.warning(
+                "status_not_sent",
+                document_id=document.document_id,
+                status=code,
+                reason=f"the sender {document.sender} is not in the directory",
+            )
+            return
+        await self._store_and_route(signed, status)
+        _log.info(
+            "status_sent", document_id=document.document_id, status=code, reporter=reporter
+        )
+
+    # -- restart ------------------------------------------------------------------------------
+
+    async def resume(self) -> int:
+        """Finish packages a previous run stored but did not act on; how many were resumed."""
+        count = 0
+        for state in (PackageState.STORED, PackageState.VERIFIED):
+            for record in await self.store.packages(state):
+                if record.from_peer is None:
+                    data = await self.store.read_package(record.package_id)
+                    result = await asyncio.to_thread(validate, data)
+                    if result.package is not None:
+                        await self._route(
+                            record.package_id, result.package, record.meta.recipients
+                        )
+                else:
+                    await self.process_received(record.package_id)
+                count += 1
+        return count

@@ -1,0 +1,168 @@
+"""Frames arriving from neighbours: reassemble, store durably, answer with a hop receipt.
+
+A transfer frame is added to the reassembler of its (sender, transfer id). A complete package
+is stored with :meth:`Store.receive` (which dedupes by transfer id and digest), and only after
+that commit is the hop receipt published back to the sender; a duplicate is answered again,
+since the first receipt may have been lost. New packages are handed to ``on_package`` (the
+processor's queue). A hop receipt from a neighbour is recorded in the store and wakes the
+sender waiting for it.
+
+Frames that cannot be decoded or that contradict each other are refused with a log line and
+dropped: they are not a package yet, and the sender keeps the package queued until a receipt,
+so nothing is lost; it ends as a visible dead letter at the sender if it never gets through.
+Partial transfers idle for longer than ``partial_ttl`` are dropped for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from lienthong.edxml import parse
+from lienthong.errors import LienthongError
+from lienthong.logs import get_logger
+from lienthong.store import PackageMeta, ReceiveOutcome, Store
+from lienthong.transport.frames import (
+    FrameError,
+    HopReceipt,
+    Package,
+    Reassembler,
+    TransferFrame,
+    decode_frame,
+    encode_frame,
+)
+from lienthong.transport.link import Link, LinkDown
+from lienthong.transport.sender import ReceiptWaiter
+
+_log = get_logger("lienthong.transport.receiver")
+
+
+def describe(data: bytes, transfer_id: str) -> tuple[str, str]:
+    """(DocumentId, sending agency) of a package, or placeholders when it cannot be read.
+
+    A package that cannot be read is still stored (nothing is lost on bad input); the
+    processor then quarantines it with the reason.
+    """
+    try:
+        pkg = parse(data)
+    except LienthongError:
+        return f"unreadable:{transfer_id}", "unknown"
+    return pkg.document_id, pkg.sender
+
+
+class Receiver:
+    """Handles every frame that reaches this node, over any link."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        receipts: ReceiptWaiter,
+        on_package: Callable[[str], Awaitable[None]],
+        max_package_bytes: int,
+        partial_ttl: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.receipts = receipts
+        self.on_package = on_package
+        self.max_package_bytes = max_package_bytes
+        self.partial_ttl = partial_ttl
+        self.clock = clock
+        self.accepting = True
+        self._partial: dict[tuple[str, str], tuple[Reassembler, float]] = {}
+        self.received = 0
+        self.duplicates = 0
+        self.refused = 0
+
+    def handler(self, link: Link) -> Callable[[str, bytes], Awaitable[None]]:
+        """The ``on_message`` callback for ``link``: receipts go back over the same link."""
+
+        async def on_message(sender: str, payload: bytes) -> None:
+            await self.on_frame(link, sender, payload)
+
+        return on_message
+
+    async def on_frame(self, link: Link, sender: str, payload: bytes) -> None:
+        """Act on one frame from ``sender`` (proven by the broker's ACL)."""
+        try:
+            frame = decode_frame(payload)
+        except FrameError as exc:
+            self.refused += 1
+            _log.warning("frame_refused", peer=sender, reason=str(exc))
+            return
+        if isinstance(frame, HopReceipt):
+            await self._on_receipt(sender, frame)
+        elif self.accepting:
+            await self._on_transfer_frame(link, sender, frame)
+
+    async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
+        try:
+            await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock())
+        except LienthongError as exc:
+            _log.warning(
+                "hop_receipt_refused",
+                peer=sender,
+                transfer_id=receipt.transfer_id,
+                reason=str(exc),
+            )
+            return
+        self.receipts.arrived(receipt.transfer_id)
+
+    async def _on_transfer_frame(self, link: Link, sender: str, frame: TransferFrame) -> None:
+        key = (sender, frame.transfer_id)
+        now = self.clock()
+        reassembler, _ = self._partial.get(key) or (Reassembler(self.max_package_bytes), now)
+        try:
+            package = reassembler.add(frame)
+        except FrameError as exc:
+            self._partial.pop(key, None)
+            self.refused += 1
+            _log.warning(
+                "transfer_refused", peer=sender, transfer_id=frame.transfer_id, reason=str(exc)
+            )
+            return
+        if package is None:
+            self._partial[key] = (reassembler, now)
+            self._forget_stale(now)
+            return
+        self._partial.pop(key, None)
+        await self._on_package(link, sender, package)
+
+    def _forget_stale(self, now: float) -> None:
+        stale = [k for k, (_, seen) in self._partial.items() if now - seen > self.partial_ttl]
+        for key in stale:
+            del self._partial[key]
+            _log.warning("partial_transfer_dropped", peer=key[0], transfer_id=key[1])
+
+    async def _on_package(self, link: Link, sender: str, package: Package) -> None:
+        data = package.data
+        document_id, origin = await asyncio.to_thread(describe, data, package.transfer_id)
+        with structlog.contextvars.bound_contextvars(
+            document_id=document_id, transfer_id=package.transfer_id, peer=sender
+        ):
+            meta = PackageMeta.for_bytes(
+                data, document_id, package.kind, origin, package.recipients
+            )
+            result = await self.store.receive(
+                package.transfer_id, data, meta, sender, self.clock()
+            )
+            if result.outcome == ReceiveOutcome.CONFLICT:
+                _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
+                return
+            receipt = HopReceipt(package.transfer_id, meta.sha256)
+            try:
+                await link.publish(sender, encode_frame(receipt))
+            except LinkDown as exc:
+                # The sender will send again and get its receipt then.
+                _log.warning("hop_receipt_not_sent", reason=str(exc))
+            if result.outcome == ReceiveOutcome.DUPLICATE:
+                self.duplicates += 1
+                _log.info("transfer_duplicate")
+                return
+            self.received += 1
+            _log.info("transfer_stored", size=len(data), recipients=list(package.recipients))
+            await self.on_package(result.package_id)

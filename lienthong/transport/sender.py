@@ -1,0 +1,162 @@
+"""Sending queued transfers to one neighbour until its hop receipt arrives.
+
+One :class:`HopSender` per neighbour node. It waits until the link to that neighbour is up
+(no attempt is counted while the link is down), takes a transfer with a lease (the store
+counts the attempt), publishes the package as frames, and waits for the hop receipt. The
+receipt itself is recorded by whoever receives it (:class:`ReceiptWaiter` only wakes the
+sender); a missing receipt or a failed publish is reported to the store, which schedules a
+retry or dead-letters the transfer. Up to ``window`` transfers are in flight at once.
+
+Stopping: :meth:`HopSender.stop_taking` ends the taking of new transfers; in-flight ones finish
+(or time out) on their own, and :meth:`HopSender.in_flight` tells how many are left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from lienthong.logs import get_logger
+from lienthong.store import Lease, Store
+from lienthong.transport.frames import encode_frame, split_into_frames
+from lienthong.transport.link import Link, LinkDown
+
+_log = get_logger("lienthong.transport.sender")
+
+
+class ReceiptWaiter:
+    """Futures for hop receipts, keyed by transfer id, shared by the senders of a node."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    def expect(self, transfer_id: str) -> asyncio.Future[None]:
+        """A future resolved when the receipt for ``transfer_id`` arrives."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[transfer_id] = future
+        return future
+
+    def arrived(self, transfer_id: str) -> bool:
+        """Wake the sender waiting for ``transfer_id``; False if none was waiting."""
+        future = self._waiting.pop(transfer_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(None)
+        return True
+
+    def forget(self, transfer_id: str) -> None:
+        """Stop waiting for ``transfer_id`` (sent, failed or cancelled)."""
+        self._waiting.pop(transfer_id, None)
+
+
+class HopSender:
+    """Moves the queued transfers for ``neighbour`` over ``link``."""
+
+    def __init__(
+        self,
+        *,
+        neighbour: str,
+        link: Link,
+        store: Store,
+        receipts: ReceiptWaiter,
+        max_chunk: int,
+        receipt_timeout: float,
+        window: int,
+        poll: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.neighbour = neighbour
+        self.link = link
+        self.store = store
+        self.receipts = receipts
+        self.max_chunk = max_chunk
+        self.receipt_timeout = receipt_timeout
+        self.poll = poll
+        self.clock = clock
+        self._slots = asyncio.Semaphore(window)
+        self._wake = asyncio.Event()
+        self._taking = True
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        """New transfers may be due: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop_taking(self) -> None:
+        """Take no new transfers; those in flight go on."""
+        self._taking = False
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Transfers sent and not yet settled."""
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        """Take and send transfers until :meth:`stop_taking` (or cancellation)."""
+        while self._taking:
+            if not await self.link.wait_up(self.poll):
+                continue
+            await self._slots.acquire()
+            lease = None
+            try:
+                if self._taking:
+                    lease = await self.store.lease_transfer(self.neighbour, self.clock())
+            finally:
+                if lease is None:
+                    self._slots.release()
+            if lease is None:
+                await self._idle()
+                continue
+            task = asyncio.create_task(self._send(lease), name=f"send:{lease.transfer_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(self.poll):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def drain(self) -> None:
+        """Wait for the transfers in flight to settle."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _send(self, lease: Lease) -> None:
+        with structlog.contextvars.bound_contextvars(
+            document_id=lease.document_id, transfer_id=lease.transfer_id, peer=self.neighbour
+        ):
+            waiting = self.receipts.expect(lease.transfer_id)
+            try:
+                data = await self.store.read_package(lease.package_id)
+                frames = split_into_frames(
+                    lease.transfer_id, lease.kind, lease.recipients, data, self.max_chunk
+                )
+                for frame in frames:
+                    await self.link.publish(self.neighbour, encode_frame(frame))
+                async with asyncio.timeout(self.receipt_timeout):
+                    await waiting
+                self.sent += 1
+                _log.info("transfer_acked", attempt=lease.attempt, size=len(data))
+            except (LinkDown, TimeoutError) as exc:
+                reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
+                self.failed += 1
+                outcome = await asyncio.shield(self.store.fail(lease, reason, self.clock()))
+                _log.warning(
+                    "transfer_failed",
+                    attempt=lease.attempt,
+                    reason=reason,
+                    outcome=outcome.outcome.value,
+                    next_attempt_at=outcome.next_attempt_at,
+                )
+            finally:
+                self.receipts.forget(lease.transfer_id)
+                self._slots.release()

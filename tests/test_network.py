@@ -1,0 +1,297 @@
+"""A real network: one mosquitto per tier (TLS + ACL), one `lienthong run` process per node.
+
+The four-tier topology of config/topologies/four-tier.toml: the national node, two provinces
+(H49, H41), a district and a commune under each, and a department served by its province's
+node. Packages are submitted with `lienthong send` at a node and followed through the stores.
+Waits are bounded polls of the nodes' stores, never timed assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lienthong.devnet.network import Network
+from lienthong.edxml import build, new_edoc
+from lienthong.keyfiles import load_identity
+from lienthong.store import PackageState, SqliteStore
+from lienthong.store.model import InboxEntry, PackageRecord, Receipt
+from lienthong.trust import sign_package
+
+TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "four-tier.toml"
+NATIONAL = "000.00.00.G22"
+PROVINCE_A, DISTRICT_A, COMMUNE_A = "000.00.00.H49", "000.00.05.H49", "000.01.05.H49"
+DEPARTMENT_A = "000.00.01.H49"  # served by the province's node
+PROVINCE_B, DISTRICT_B, COMMUNE_B = "000.00.00.H41", "000.00.07.H41", "000.03.07.H41"
+PATH_A_TO_B = [COMMUNE_A, DISTRICT_A, PROVINCE_A, NATIONAL, PROVINCE_B, DISTRICT_B, COMMUNE_B]
+WAIT_S = 60.0
+FAST = {
+    "transfer": {"receipt_timeout_s": 3.0, "poll_s": 0.3},
+    "store": {"lease_s": 8.0},
+    "store.retry": {"base_delay_s": 0.5, "max_delay_s": 3.0},
+    "daemon": {"drain_grace_s": 3.0},
+}
+
+
+def _network(root: Path) -> Network:
+    return Network(root, TOPOLOGY.read_text(encoding="utf-8"), overrides=FAST)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """The seven-node network, started once for this module's tests that do not break it."""
+    network = _network(tmp_path_factory.mktemp("net"))
+    try:
+        network.start()
+        yield network
+    finally:
+        network.stop()
+        network.kill()
+
+
+def _store_call(net: Network, code: str, call: Callable[[SqliteStore], object]) -> object:
+    state = net.nodes[code].workdir / "state"
+
+    async def main() -> object:
+        async with SqliteStore(state) as store:
+            return await call(store)  # type: ignore[misc]
+
+    return asyncio.run(main())
+
+
+def inbox(net: Network, code: str) -> list[InboxEntry]:
+    """Every inbox entry at ``code``'s node (retrieved or not)."""
+    return _store_call(net, code, lambda s: s.inbox_list(pending=False))  # type: ignore[return-value]
+
+
+def receipts(net: Network, code: str, document_id: str) -> list[Receipt]:
+    """Every receipt ``code``'s node holds about ``document_id``."""
+    return _store_call(net, code, lambda s: s.receipts(document_id))  # type: ignore[return-value]
+
+
+def wait_for(what: str, check: Callable[[], bool], net: Network) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` (with the daemons' warnings)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    warnings = [
+        f"{code}: {line}"
+        for code, node in net.nodes.items()
+        for line in node.log().splitlines()
+        if '"warning"' in line or '"error"' in line
+    ]
+    pytest.fail(f"timed out waiting for {what}; daemon warnings:\n" + "\n".join(warnings[-30:]))
+
+
+def write_document(
+    tmp: Path, sender: str, recipients: list[str], subject: str, number: str
+) -> Path:
+    """An unsigned edoc with one attachment, written to a file."""
+    pkg = new_edoc(
+        from_code=sender,
+        to_codes=recipients,
+        subject=subject,
+        attachments=[("cong-van.txt", f"Nội dung {subject}".encode(), "text/plain")],
+        today=dt.date.today(),
+        number=number,
+        notation="UBND-VP",
+    )
+    path = tmp / f"{number}.xml"
+    path.write_bytes(build(pkg))
+    return path
+
+
+def send(net: Network, code: str, *files: Path) -> str:
+    """``lienthong send`` at ``code``'s node; its standard output."""
+    result = net.lienthong(code, "send", *map(str, files))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def document_ids(entries: list[InboxEntry], kind: str = "edoc") -> list[str]:
+    """The DocumentIds of the inbox entries of ``kind``."""
+    return sorted(e.document_id for e in entries if e.kind == kind)
+
+
+def test_commune_to_commune_across_provinces_with_trace_and_status(
+    net: Network, tmp_path: Path
+) -> None:
+    """A commune's document reaches a commune of another province through six hops; every node
+    on the way records the hop receipt, and status 01 comes back to the sender signed."""
+    doc = write_document(tmp_path, COMMUNE_A, [COMMUNE_B], "Liên thông qua sáu chặng", "101")
+    send(net, COMMUNE_A, doc)
+    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},101/UBND-VP"
+    wait_for(
+        "the document in the far commune's inbox",
+        lambda: document_id in document_ids(inbox(net, COMMUNE_B)),
+        net,
+    )
+    wait_for(
+        "status 01 at the sender",
+        lambda: any(
+            r.level == "status" and r.code == "01" and r.by == COMMUNE_B
+            for r in receipts(net, COMMUNE_A, document_id)
+        ),
+        net,
+    )
+    # Each node but the last sent the package on and holds the next node's hop receipt (the
+    # status 01 coming back adds the hops of the way back under the same DocumentId).
+    for here, nxt in itertools.pairwise(PATH_A_TO_B):
+        hops = [r.by for r in receipts(net, here, document_id) if r.level == "hop"]
+        assert nxt in hops, f"{here}: {hops}"
+    assert document_ids(inbox(net, COMMUNE_B)).count(document_id) == 1
+
+
+def test_fan_out_reaches_each_recipient_exactly_once(net: Network, tmp_path: Path) -> None:
+    """One package to recipients at four tiers in two provinces: each inbox gets one copy,
+    the served department's copy lands at its province's node, and every recipient answers 01."""
+    recipients = [PROVINCE_B, COMMUNE_B, DEPARTMENT_A, DISTRICT_A]
+    doc = write_document(tmp_path, COMMUNE_A, recipients, "Gửi nhiều nơi", "202")
+    send(net, COMMUNE_A, doc)
+    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},202/UBND-VP"
+    holders = {PROVINCE_B: PROVINCE_B, COMMUNE_B: COMMUNE_B, DEPARTMENT_A: PROVINCE_A}
+    holders[DISTRICT_A] = DISTRICT_A
+    for recipient, node in holders.items():
+        wait_for(
+            f"{recipient}'s copy at node {node}",
+            lambda node=node, recipient=recipient: any(
+                e.document_id == document_id and e.recipient == recipient for e in inbox(net, node)
+            ),
+            net,
+        )
+    wait_for(
+        "four status 01 at the sender",
+        lambda: (
+            {r.by for r in receipts(net, COMMUNE_A, document_id) if r.code == "01"}
+            == set(recipients)
+        ),
+        net,
+    )
+    for code in net.nodes:
+        copies = [e for e in inbox(net, code) if e.document_id == document_id and e.kind == "edoc"]
+        expected = [r for r, n in holders.items() if n == code]
+        assert sorted(e.recipient for e in copies) == sorted(expected), code
+
+
+def test_wrong_signer_is_quarantined_and_answered_with_status_02(
+    net: Network, tmp_path: Path
+) -> None:
+    """A package signed with another agency's certificate is refused at the destination, kept
+    in quarantine, and a status 02 naming the reason reaches the sender."""
+    doc = write_document(tmp_path, COMMUNE_A, [DISTRICT_A], "Ký sai", "303")
+    cert, key = net.pki.client_files(PROVINCE_B)
+    forged = sign_package(doc.read_bytes(), load_identity(key, cert))
+    doc.write_bytes(forged)
+    send(net, COMMUNE_A, doc)
+    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},303/UBND-VP"
+
+    def refused() -> list[Receipt]:
+        return [r for r in receipts(net, COMMUNE_A, document_id) if r.code == "02"]
+
+    wait_for("status 02 at the sender", lambda: bool(refused()), net)
+    assert refused()[0].by == DISTRICT_A
+    assert PROVINCE_B in refused()[0].detail
+    assert document_id not in document_ids(inbox(net, DISTRICT_A))
+    quarantined: list[PackageRecord] = _store_call(  # type: ignore[assignment]
+        net, DISTRICT_A, lambda s: s.packages(PackageState.QUARANTINED)
+    )
+    assert any(p.meta.document_id == document_id for p in quarantined)
+
+
+def test_unknown_recipient_is_refused_at_submission(net: Network, tmp_path: Path) -> None:
+    """`lienthong send` refuses a package for an agency the directory does not know, saying
+    which, and sends nothing."""
+    doc = write_document(tmp_path, COMMUNE_A, ["000.00.09.H49"], "Không rõ nơi nhận", "404")
+    result = net.lienthong(COMMUNE_A, "send", str(doc))
+    assert result.returncode == 1
+    assert "recipient 000.00.09.H49" in result.stderr
+
+
+def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
+    """A daemon stopped with SIGTERM tells systemd STOPPING and exits with status 0."""
+    network = _network(tmp_path / "net")
+    try:
+        network.start([NATIONAL])
+        node = network.nodes[NATIONAL]
+        assert node.stop() == 0
+        assert any("STOPPING=1" in m for m in node.notifications()) or "node_stopping" in node.log()
+        assert '"event": "node_stopped"' in node.log()
+    finally:
+        network.kill()
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    """`lienthong run` with a config missing the key path exits 2 naming identity.key."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\ncode = "000.00.00.H49"\ndirectory = "d.toml"\n[trust]\nca = ["ca.pem"]\n'
+        '[links.parent]\nhost = "127.0.0.1"\ncafile = "ca.pem"\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "lienthong", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "identity.key: is required to run the daemon" in result.stderr
+
+
+@pytest.mark.slow
+def test_broker_and_node_killed_mid_stream_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """The national broker SIGKILLed and restarted, then a transit province's daemon SIGKILLed
+    and restarted, while 30 documents cross the country: each arrives exactly once, and each
+    sender gets its status 01."""
+    network = _network(tmp_path / "net")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    batches = [
+        [
+            write_document(docs, COMMUNE_A, [COMMUNE_B], f"Lô {b} số {i}", f"{b}{i:02d}")
+            for i in range(10)
+        ]
+        for b in (5, 6, 7)
+    ]
+    try:
+        network.start()
+        send(network, COMMUNE_A, *batches[0])
+        network.brokers[NATIONAL].kill()
+        send(network, COMMUNE_A, *batches[1])
+        network.brokers[NATIONAL].start()
+        network.nodes[PROVINCE_B].kill()
+        send(network, COMMUNE_A, *batches[2])
+        network.nodes[PROVINCE_B].start()
+        network.nodes[PROVINCE_B].wait_ready()
+        today = time.strftime("%Y/%m/%d")
+        expected = sorted(
+            f"{COMMUNE_A},{today},{doc.stem}/UBND-VP" for batch in batches for doc in batch
+        )
+        wait_for(
+            "all 30 documents in the far commune's inbox",
+            lambda: sorted(set(document_ids(inbox(network, COMMUNE_B)))) == expected,
+            network,
+        )
+        wait_for(
+            "30 status 01 at the sender",
+            lambda: sorted(set(document_ids(inbox(network, COMMUNE_A), kind="status"))) == expected,
+            network,
+        )
+        # The faults were felt: the province lost its national link, and came back.
+        assert '"link_down"' in network.nodes[PROVINCE_A].log()
+        delivered = document_ids(inbox(network, COMMUNE_B))
+        print(f"sent 30, delivered {len(delivered)}, distinct {len(set(delivered))}")
+        assert delivered == expected  # one copy each: nothing lost, nothing twice
+    finally:
+        network.stop()
+        network.kill()
