@@ -155,7 +155,13 @@ class Node:
         return on_message
 
     def neighbours(self) -> dict[str, str]:
-        """Each neighbour node and the name of the link that reaches it."""
+        """Each neighbour node and the name of the link that reaches it.
+
+        A peer link joins two nodes with the same parent node: both are clients of the
+        parent's broker, whose ACL lets each publish into the other's inbox, so peers talk
+        over the parent link without a broker of their own. Peers under different parents
+        would need a broker both use, which the configuration cannot name yet: refused.
+        """
         out: dict[str, str] = {}
         parent = self.directory.node_parent(self.me)
         if parent is not None:
@@ -163,6 +169,15 @@ class Node:
         for node in sorted(self.directory.nodes):
             if node != self.me and self.directory.node_parent(node) == self.me:
                 out[node] = "children"
+        for peer in sorted(self.directory.peers_of(self.me)):
+            if parent is None or self.directory.node_parent(peer) != parent:
+                raise ConfigError(
+                    f"the peer link between {self.me} and {peer} joins nodes under different"
+                    " parents; only peers that share a parent node (and so its broker) are"
+                    " supported",
+                    key="node.directory",
+                )
+            out[peer] = "parent"
         return out
 
     def _make_senders(self) -> dict[str, HopSender]:

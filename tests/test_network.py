@@ -218,13 +218,18 @@ def test_unknown_recipient_is_refused_at_submission(net: Network, tmp_path: Path
 
 
 def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
-    """A daemon stopped with SIGTERM tells systemd STOPPING and exits with status 0."""
+    """Under a systemd watchdog the daemon pings WATCHDOG=1; SIGTERM makes it announce
+    STOPPING=1 and exit with status 0."""
     network = _network(tmp_path / "net")
     try:
-        network.start([NATIONAL])
+        for broker in network.brokers.values():
+            broker.start()
         node = network.nodes[NATIONAL]
+        node.start(env={"WATCHDOG_USEC": "200000"})
+        node.wait_ready()
+        wait_for("a watchdog ping", lambda: "WATCHDOG=1" in node.notifications(), network)
         assert node.stop() == 0
-        assert any("STOPPING=1" in m for m in node.notifications()) or "node_stopping" in node.log()
+        assert any(m.startswith("STOPPING=1") for m in node.notifications()), node.notifications()
         assert '"event": "node_stopped"' in node.log()
     finally:
         network.kill()
@@ -292,6 +297,45 @@ def test_broker_and_node_killed_mid_stream_lose_and_duplicate_nothing(tmp_path: 
         delivered = document_ids(inbox(network, COMMUNE_B))
         print(f"sent 30, delivered {len(delivered)}, distinct {len(set(delivered))}")
         assert delivered == expected  # one copy each: nothing lost, nothing twice
+    finally:
+        network.stop()
+        network.kill()
+
+
+def test_peer_link_skips_the_national_node_and_large_packages_travel_in_chunks(
+    tmp_path: Path,
+) -> None:
+    """With a peer link between the two provinces, a 3 MB document (frames of under 1 MiB)
+    goes province to province over the national broker without passing the national node."""
+    text = TOPOLOGY.read_text(encoding="utf-8").replace(
+        '# [[peer]]\n# nodes = ["000.00.00.H49", "000.00.00.H41"]',
+        '[[peer]]\nnodes = ["000.00.00.H49", "000.00.00.H41"]',
+    )
+    assert "\n[[peer]]" in text
+    network = Network(tmp_path / "net", text, overrides=FAST)
+    pkg = new_edoc(
+        from_code=COMMUNE_A,
+        to_codes=[COMMUNE_B],
+        subject="Tài liệu lớn",
+        attachments=[("ban-do.bin", bytes(range(256)) * 12_000, "application/octet-stream")],
+        today=dt.date.today(),
+        number="909",
+        notation="UBND-VP",
+    )
+    doc = tmp_path / "large.xml"
+    doc.write_bytes(build(pkg))
+    assert doc.stat().st_size > 3 * 1024 * 1024
+    try:
+        network.start()
+        send(network, COMMUNE_A, doc)
+        wait_for(
+            "the large document at the far commune",
+            lambda: pkg.document_id in document_ids(inbox(network, COMMUNE_B)),
+            network,
+        )
+        hops_at_a = [r.by for r in receipts(network, PROVINCE_A, pkg.document_id)]
+        assert PROVINCE_B in hops_at_a
+        assert receipts(network, NATIONAL, pkg.document_id) == []
     finally:
         network.stop()
         network.kill()

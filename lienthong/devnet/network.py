@@ -43,28 +43,30 @@ class NodeProcess:
         self.log_path = workdir / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
+        self._messages: list[str] = []
 
     @property
     def running(self) -> bool:
         """True while the process is alive."""
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> None:
-        """Start the daemon; :meth:`wait_ready` waits for its READY=1."""
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        """Start the daemon (with extra ``env``); :meth:`wait_ready` waits for its READY=1."""
         if self.running:
             raise RuntimeError(f"node {self.code} is already running")
         notify_path = self.workdir / "notify.sock"
         with contextlib.suppress(FileNotFoundError):
             notify_path.unlink()
+        self._messages = []
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+        full_env = {**os.environ, **(env or {}), "NOTIFY_SOCKET": str(notify_path)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "lienthong", "run", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=full_env,
                 start_new_session=True,
             )
 
@@ -80,23 +82,23 @@ class NodeProcess:
                 )
             self._notify.settimeout(0.2)
             try:
-                message = self._notify.recv(4096)
+                message = self._notify.recv(4096).decode("utf-8", errors="replace")
             except TimeoutError:
                 continue
-            if b"READY=1" in message.split(b"\n"):
+            self._messages.append(message)
+            if "READY=1" in message.split("\n"):
                 return
         raise RuntimeError(f"node {self.code} not ready after {timeout:g} s:\n{self.log()}")
 
     def notifications(self) -> list[str]:
-        """sd_notify messages received since the last call (without waiting)."""
-        out: list[str] = []
-        if self._notify is None:
-            return out
-        self._notify.settimeout(0)
-        with contextlib.suppress(BlockingIOError, TimeoutError):
-            while True:
-                out.append(self._notify.recv(4096).decode("utf-8", errors="replace"))
-        return out
+        """Every sd_notify message the daemon has sent since it started (without waiting)."""
+        if self._notify is not None:
+            self._notify.settimeout(0)
+            with contextlib.suppress(BlockingIOError, TimeoutError):
+                while True:
+                    message = self._notify.recv(4096)
+                    self._messages.append(message.decode("utf-8", errors="replace"))
+        return list(self._messages)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait for a clean exit (SIGKILL after ``timeout``); the exit status."""
@@ -119,6 +121,7 @@ class NodeProcess:
         self._close_notify()
 
     def _close_notify(self) -> None:
+        self.notifications()  # keep what is still queued on the socket
         if self._notify is not None:
             self._notify.close()
             self._notify = None
