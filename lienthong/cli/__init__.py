@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "lienthong.cli.trust_cmds",
     "lienthong.cli.store_cmds",
     "lienthong.cli.node_cmds",
+    "lienthong.cli.office_cmds",
 )
 
 

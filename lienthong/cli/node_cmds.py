@@ -1,4 +1,4 @@
-"""Sub-commands of the daemon: ``run``, ``send``, ``keys fingerprint``."""
+"""Sub-commands of the daemon: ``run``, ``send``, ``demo``, ``keys fingerprint``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from lienthong.cli.store_cmds import config_arg
@@ -28,6 +30,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     send.add_argument("files", nargs="+", metavar="FILE", help="edXML package(s)")
     config_arg(send)
     send.set_defaults(func=_send)
+
+    demo = sub.add_parser(
+        "demo", help="a real four-tier network on this machine moving a signed document"
+    )
+    demo.add_argument("--once", action="store_true", help="run the flow, stop, exit 0 if OK")
+    demo.add_argument("--dir", type=Path, metavar="DIR", help="folder to keep everything in")
+    demo.set_defaults(func=_demo)
 
     keys = sub.add_parser("keys", help="certificates and keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -97,3 +106,10 @@ def _fingerprint(args: argparse.Namespace) -> int:
         for cert in load_certificates(read_file(path, "certificate")):
             print(f"{certificate_fingerprint(cert)}  {cert.subject.rfc4514_string()}  {path}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lienthong.devnet.demo import run_demo  # the demo's imports are not needed elsewhere
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="lienthong-demo-"))
+    return run_demo(root.resolve(), once=args.once, out=sys.stdout)

@@ -13,6 +13,7 @@ Everything lives under one folder (``root``): ``pki/``, ``brokers/<code>/``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -21,16 +22,38 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from lienthong.devnet.broker import Broker
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.directory import Directory
+from lienthong.resources import shipped_dir
+from lienthong.store import SqliteStore, Store
+from lienthong.store.model import InboxEntry, Receipt
+from lienthong.trace import NodeView, collect_view
 from lienthong.trust.pki import KeyType
 
+T = TypeVar("T")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+POLL_S = 0.3
+
+
+def topology_text(name: str) -> str:
+    """The text of a shipped example directory (``four-tier``, ``three-tier``, ``five-tier``)."""
+    return (shipped_dir("config/topologies") / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def poll_until(check: Callable[[], bool], timeout: float) -> bool:
+    """Call ``check`` every 0.3 s until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(POLL_S)
+    return False
 
 
 class NodeProcess:
@@ -240,6 +263,30 @@ class Network:
             node.kill()
         for broker in self.brokers.values():
             broker.kill()
+
+    def _read(self, code: str, call: Callable[[Store], Awaitable[T]]) -> T:
+        """Run ``call`` on ``code``'s store (beside its running daemon) and return its result."""
+
+        async def main() -> T:
+            async with SqliteStore(self.nodes[code].workdir / "state") as store:
+                return await call(store)
+
+        return asyncio.run(main())
+
+    def inbox(self, code: str) -> list[InboxEntry]:
+        """Every inbox entry at ``code``'s node, retrieved or not."""
+        return self._read(code, lambda s: s.inbox_list(pending=False))
+
+    def receipts(self, code: str, document_id: str) -> list[Receipt]:
+        """Every receipt ``code``'s node holds about ``document_id``."""
+        return self._read(code, lambda s: s.receipts(document_id))
+
+    def views(self, document_id: str) -> list[NodeView]:
+        """What each node holds about ``document_id``."""
+        return [
+            self._read(code, lambda s, c=code: collect_view(s, c, document_id))  # type: ignore[misc]
+            for code in self.nodes
+        ]
 
     def lienthong(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``lienthong ARGS --config <code's config>`` and return its result."""

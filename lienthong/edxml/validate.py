@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import importlib.resources
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
 from lxml import etree
@@ -30,6 +28,7 @@ from lienthong.edxml.codes import code_problem
 from lienthong.edxml.model import STATUS_CODES, Package
 from lienthong.edxml.parse import DEFAULT_MAX_UNZIPPED, bare_content_id, package_from_tree
 from lienthong.errors import XmlRefused
+from lienthong.resources import shipped_dir
 from lienthong.xmlsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, parse_xml
 
 __all__ = ["Problem", "ValidationResult", "validate"]
@@ -142,17 +141,10 @@ def validate(
     return ValidationResult(tuple(problems), package)
 
 
-def _schema_dir() -> Path:
-    installed = importlib.resources.files("lienthong") / "_schemas"
-    if installed.is_dir():
-        return Path(str(installed))
-    return Path(__file__).resolve().parents[2] / "schemas"
-
-
 @functools.cache
 def _schema(kind: str) -> etree.XMLSchema:
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    document = etree.parse(str(_schema_dir() / f"{kind}.xsd"), parser)
+    document = etree.parse(str(shipped_dir("schemas") / f"{kind}.xsd"), parser)
     return etree.XMLSchema(document)
 
 

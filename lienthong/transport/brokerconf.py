@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lienthong.resources import shipped_dir
+
 __all__ = [
     "ACL_PATH",
     "DEFAULT_MESSAGE_SIZE_LIMIT",
@@ -20,7 +22,7 @@ __all__ = [
     "render_text",
 ]
 
-_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
+_CONFIG_DIR = shipped_dir("config/mosquitto")
 TEMPLATE_PATH = _CONFIG_DIR / "tier.conf.in"
 ACL_PATH = _CONFIG_DIR / "acl.conf"
 
