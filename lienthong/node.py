@@ -117,6 +117,7 @@ class Node:
             store=self.store,
             verify_policy=VerifyPolicy(allow_sha1=config.trust.allow_sha1),
             max_package_bytes=config.transfer.max_package_bytes,
+            max_age_s=config.store.package_max_age_s,
             clock=clock,
             on_enqueued=self._wake_senders,
         )
@@ -301,6 +302,7 @@ class Node:
                     packages=list(expired.packages),
                     transfers=list(expired.transfers),
                 )
+                await self.processor.answer_expired(expired.packages)
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval()

@@ -39,9 +39,9 @@ from cryptography.x509.oid import NameOID
 
 from lienthong import receipts
 from lienthong.directory import Directory
-from lienthong.edxml import EdocPackage, Package, StatusPackage, build, validate
+from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, validate
 from lienthong.edxml.model import Organization
-from lienthong.errors import PeerInputError
+from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
 from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageState, Receipt, Store
@@ -100,10 +100,12 @@ class Processor:
         store: Store,
         verify_policy: VerifyPolicy | None = None,
         max_package_bytes: int = 64 * 1024 * 1024,
+        max_age_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
     ) -> None:
-        """``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders."""
+        """``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
+        ``max_age_s`` is the store's package age limit, named in expiry notices."""
         self.me = me
         self.directory = directory
         self.identity = identity
@@ -111,6 +113,7 @@ class Processor:
         self.store = store
         self.policy = verify_policy or VerifyPolicy()
         self.max_package_bytes = max_package_bytes
+        self.max_age_s = max_age_s
         self.clock = clock
         self.on_enqueued = on_enqueued
 
@@ -298,6 +301,31 @@ class Processor:
         _log.info(
             "status_sent", document_id=document.document_id, status=code, reporter=reporter
         )
+
+    async def answer_expired(self, package_ids: Iterable[str]) -> int:
+        """Send a status 02 for each expired document package; how many were answered.
+
+        A package the store dead-lettered by age will not be delivered unless someone requeues
+        it; its sender is told, as for any refusal on the way.
+        """
+        count = 0
+        max_age_days = self.max_age_s / 86400
+        for package_id in package_ids:
+            record = await self.store.get_package(package_id)
+            if record.meta.kind != "edoc":
+                continue
+            try:
+                pkg = parse(await self.store.read_package(package_id))
+            except LienthongError:
+                continue
+            if isinstance(pkg, EdocPackage):
+                reason = (
+                    f"not delivered within {max_age_days:g} days: expired at {self.me}"
+                    " (it can be requeued there)"
+                )
+                await self._answer(pkg, self.me, receipts.REFUSED, [reason])
+                count += 1
+        return count
 
     # -- restart ------------------------------------------------------------------------------
 

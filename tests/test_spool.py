@@ -4,54 +4,26 @@ statuses are written to inbox/ and status/ atomically, attachments extracted wit
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import PROVINCE
 
-from lienthong.devnet.network import topology_text
-from lienthong.devnet.pki import DevPki
-from lienthong.directory import Directory
 from lienthong.edxml import build, new_edoc
 from lienthong.gateway.spool import Spool, safe_name
-from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor
-from lienthong.store import MemoryStore, TransferState
-from lienthong.trust import TrustStore
+from lienthong.store import TransferState
 
-PROVINCE = "000.00.00.H49"  # serves itself and its department 000.00.01.H49
 DEPARTMENT = "000.00.01.H49"
 FAR = "000.03.07.H41"
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    """A province node's spool over an in-memory store, with real keys and the four-tier
-    directory."""
-    pki = DevPki(tmp_path / "pki", key_type="rsa")
-    cert, key = pki.client_files(PROVINCE)
-    directory = Directory.from_mapping(tomllib.loads(topology_text("four-tier")))
-    store = MemoryStore()
-    clock = Clock()
-    processor = Processor(
-        me=PROVINCE,
-        directory=directory,
-        identity=load_identity(key, cert),
-        trust=TrustStore.from_pem([pki.cafile.read_bytes()]),
-        store=store,
-        clock=clock,
+def spool(tmp_path: Path, province: Processor) -> Spool:
+    """The province node's spool over its processor's in-memory store."""
+    return Spool(
+        tmp_path / "spool", province, province.store, settle_s=2.0, clock=province.clock
     )
-    return Spool(tmp_path / "spool", processor, store, settle_s=2.0, clock=clock)
 
 
 def _document(to: list[str], number: str, attachment_name: str = "Công văn số 1.pdf") -> bytes:

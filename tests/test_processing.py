@@ -1,0 +1,100 @@
+"""What a node does with packages, in-process over an in-memory store: refusals at submission,
+duplicates, local delivery with status 01, expiry answered with status 02."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from conftest import PROVINCE
+
+from lienthong.edxml import build, new_edoc, parse
+from lienthong.processing import Processor, SubmissionRefused
+from lienthong.store import PackageState
+
+DEPARTMENT = "000.00.01.H49"  # served by the province node
+FAR = "000.03.07.H41"
+
+
+def _document(sender: str, to: list[str], number: str = "1") -> bytes:
+    return build(
+        new_edoc(
+            from_code=sender,
+            to_codes=to,
+            subject="Thử xử lý",
+            attachments=[("a.txt", b"noi dung", "text/plain")],
+            today=dt.date.today(),
+            number=number,
+        )
+    )
+
+
+async def test_invalid_package_is_refused_with_every_problem(province: Processor) -> None:
+    """A package with several faults is refused listing each, and nothing is stored."""
+    data = _document(PROVINCE, [FAR]).replace(b"<edXML:Subject>", b"<edXML:Subject>" + b"x" * 600)
+    data = data.replace(b"<edXML:Priority>0<", b"<edXML:Priority>9<")
+    async with province.store:
+        with pytest.raises(SubmissionRefused) as info:
+            await province.submit(data)
+        text = " | ".join(info.value.problems)
+        assert "Subject" in text
+        assert "Priority" in text
+        assert await province.store.packages(PackageState.STORED) == []
+
+
+async def test_sender_not_served_here_is_refused(province: Processor) -> None:
+    """A node refuses to send for an agency another node serves."""
+    async with province.store:
+        with pytest.raises(SubmissionRefused, match=f"does not serve the sending agency {FAR}"):
+            await province.submit(_document(FAR, [PROVINCE]))
+
+
+async def test_unknown_recipient_is_refused_naming_it(province: Processor) -> None:
+    """A recipient the directory does not know is refused at submission, by code."""
+    async with province.store:
+        with pytest.raises(SubmissionRefused, match=r"recipient 000\.00\.09\.H49"):
+            await province.submit(_document(PROVINCE, ["000.00.09.H49"]))
+
+
+async def test_the_same_package_twice_is_sent_once(province: Processor) -> None:
+    """Re-submitting the same bytes is recognised and queues nothing more."""
+    data = _document(PROVINCE, [FAR])
+    async with province.store:
+        first = await province.submit(data)
+        second = await province.submit(data)
+        assert not first.duplicate
+        assert second.duplicate
+        assert first.hops == {"000.00.00.G22": (FAR,)}
+        summary = await province.store.queue_summary(province.clock())
+        assert sum(summary.transfers.values()) == 1
+
+
+async def test_local_recipient_gets_it_in_the_inbox_and_the_sender_a_status_01(
+    province: Processor,
+) -> None:
+    """A document for the department the node serves is delivered here, signed, and the
+    department's status 01 is recorded for the sender, also served here."""
+    async with province.store:
+        done = await province.submit(_document(PROVINCE, [DEPARTMENT]))
+        assert done.local == (DEPARTMENT,)
+        entries = await province.store.inbox_list()
+        kinds = sorted((e.kind, e.recipient) for e in entries)
+        assert kinds == [("edoc", DEPARTMENT), ("status", PROVINCE)]
+        stored = await province.store.read_package(done.package_id)
+        assert parse(stored).signed
+        receipts = await province.store.receipts(done.document_id)
+        assert [(r.code, r.by) for r in receipts if r.level == "status"] == [("01", DEPARTMENT)]
+
+
+async def test_expired_document_is_answered_with_status_02(province: Processor) -> None:
+    """A document dead-lettered by age is answered 02 naming the expiry."""
+    async with province.store:
+        done = await province.submit(_document(PROVINCE, [FAR]))
+        province.clock.now += province.max_age_s + 1  # type: ignore[attr-defined]
+        expired = await province.store.expire(province.clock())
+        assert done.package_id in expired.packages
+        assert await province.answer_expired(expired.packages) == 1
+        receipts = await province.store.receipts(done.document_id)
+        refusals = [r for r in receipts if r.code == "02"]
+        assert len(refusals) == 1
+        assert "expired" in refusals[0].detail
