@@ -8,6 +8,7 @@ it to every :func:`~lienthong.trust.sign.sign_package` call; never load keys per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -88,3 +89,12 @@ class SigningIdentity:
     def certificates(self) -> tuple[x509.Certificate, ...]:
         """The leaf then the intermediates: what goes into KeyInfo."""
         return (self.certificate, *self.chain)
+
+    @cached_property
+    def certificates_base64(self) -> tuple[str, ...]:
+        """:attr:`certificates` as the base64 text of ``ds:X509Certificate`` elements: the PEM
+        body, lines included. Encoded on first use only, as every signature carries it."""
+        return tuple(
+            "".join(cert.public_bytes(serialization.Encoding.PEM).decode().splitlines(True)[1:-1])
+            for cert in self.certificates
+        )

@@ -25,31 +25,54 @@ ALGORITHMS = {
 }
 """Signature algorithms offered for signing, by short name."""
 
-# signxml reparses its input with a parser of its own; this one also lifts libxml2's 10 MB
-# text-node cap, which large base64 attachments exceed (xmlsafe has checked size and depth).
-_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=True)
 
+class _Unsigned:
+    """What the signer is handed: a scratch holder for the signature, then the tree to digest.
 
-class _InPlaceSigner(XMLSigner):
-    """An XMLSigner that works on the tree it is given rather than on a reparsed copy.
-
-    signxml serialises and reparses its input twice per signature (once for the document it
-    returns, once for the copy it digests). The tree passed here was just parsed by us and is
-    not shared, so the first copy is skipped: about a tenth of the time of a 5 KB package.
-    The digested copy is kept, since signxml removes the signature placeholder from it.
+    signxml asks for the document twice (``get_root``): first the tree that receives the
+    signature, where it finds the placeholder to fill, then the tree to canonicalise and digest,
+    from which it cuts the placeholder out.
     """
 
-    # signxml offers no public parser option for sign(); its attribute is typed None.
-    _parser = _PARSER  # type: ignore[assignment]
-    in_place: etree._Element | None = None
+    def __init__(self, holder: etree._Element, digested: etree._Element) -> None:
+        self.roots = [holder, digested]
+
+
+class _Signer(XMLSigner):
+    """An XMLSigner that takes our parsed tree as is instead of reparsing it.
+
+    Per signature, signxml serialises and reparses its input twice (the document it returns and
+    the copy it digests), and rebuilds the same ``ds:`` tag names a dozen times. The tree handed
+    here was just parsed by :func:`~lienthong.xmlsafe.parse_xml` and is not shared, so it is
+    digested in place while the signature is built in a scratch holder (see
+    :func:`sign_package`), and the tag names are built once. It holds no per-call state, so one
+    instance per algorithm serves every thread.
+    """
 
     def get_root(self, data: object) -> etree._Element:
-        mine = self.in_place
-        if mine is not None and data is mine:
-            self.in_place = None
-            return mine
-        root: etree._Element = super().get_root(data)  # type: ignore[no-untyped-call]
-        return root
+        if not isinstance(data, _Unsigned):
+            raise TypeError("the package signer only signs trees prepared by sign_package")
+        if not data.roots:
+            raise RuntimeError("signxml asked for the document more often than expected")
+        return data.roots.pop(0)
+
+    def _ds_tag(self, tag: str) -> etree.QName:
+        name = _DS_TAGS.get(tag)
+        if name is None:
+            name = _DS_TAGS.setdefault(tag, etree.QName(_tree.DSIG_NS, tag))
+        return name
+
+
+_DS_TAGS: dict[str, etree.QName] = {}
+
+_SIGNERS = {
+    name: _Signer(
+        signature_algorithm=method,
+        digest_algorithm="http://www.w3.org/2001/04/xmlenc#sha256",
+        c14n_algorithm=_tree.EXC_C14N,
+    )
+    for name, method in ALGORITHMS.items()
+}
 
 
 class AlreadySigned(PeerInputError):
@@ -92,29 +115,57 @@ def sign_package(
         # signxml would then sign "#<Id>" instead of the whole document (URI="").
         raise PeerInputError('the edXML root element carries an Id attribute; cannot sign URI=""')
     header = _header(root)
-    placeholder = etree.Element(
-        etree.QName(_tree.DSIG_NS, "Signature"), Id="placeholder", nsmap={"ds": _tree.DSIG_NS}
-    )
+    # signxml cuts the placeholder out of root before digesting it, appending the text that
+    # followed it to the text before, as the enveloped-signature transform will when verifying.
+    # It builds the signature in a placeholder of its own, in a holder, which then takes the
+    # place of ours with the text split back around it. Exclusive C14N of SignedInfo takes
+    # nothing from the ancestors, so its canonical form (what is signed) is the same in both.
+    placeholder = _placeholder()
+    holder = etree.Element("holder")
+    holder.append(_placeholder())
     anchor = _tree.child(header, "TraceHeaderList")
     if anchor is None:
         anchor = _tree.child(header, "MessageHeader")
+    tail = None if anchor is None else anchor.tail
     if anchor is None:
         header.append(placeholder)
     else:
-        placeholder.tail = anchor.tail
+        placeholder.tail = tail
         anchor.addnext(placeholder)
-    signer = _InPlaceSigner(
-        signature_algorithm=method,
-        digest_algorithm="http://www.w3.org/2001/04/xmlenc#sha256",
-        c14n_algorithm=_tree.EXC_C14N,
-    )
-    signer.in_place = root
     try:
-        signed = signer.sign(root, key=identity.key, cert=list(identity.certificates))
+        _SIGNERS[algorithm].sign(
+            _Unsigned(holder, root), key=identity.key, key_info=_key_info(identity)
+        )
     except InvalidInput as exc:
         raise PeerInputError(f"the package cannot be signed: {exc}") from exc
-    out: bytes = etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
+    signature = holder[0]
+    if anchor is None:
+        header.append(signature)
+    else:
+        anchor.tail = signature.tail = tail
+        anchor.addnext(signature)
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return out
+
+
+def _placeholder() -> etree._Element:
+    """The empty ``ds:Signature`` that tells signxml where the signature goes."""
+    return etree.Element(_DS_SIGNATURE, Id="placeholder", nsmap={"ds": _tree.DSIG_NS})
+
+
+def _key_info(identity: SigningIdentity) -> etree._Element:
+    """``ds:KeyInfo/ds:X509Data`` with the identity's certificates, leaf first."""
+    key_info = etree.Element(_DS_KEY_INFO, nsmap={"ds": _tree.DSIG_NS})
+    x509_data = etree.SubElement(key_info, _DS_X509_DATA)
+    for text in identity.certificates_base64:
+        etree.SubElement(x509_data, _DS_X509_CERTIFICATE).text = text
+    return key_info
+
+
+_DS_SIGNATURE = etree.QName(_tree.DSIG_NS, "Signature")
+_DS_KEY_INFO = etree.QName(_tree.DSIG_NS, "KeyInfo")
+_DS_X509_DATA = etree.QName(_tree.DSIG_NS, "X509Data")
+_DS_X509_CERTIFICATE = etree.QName(_tree.DSIG_NS, "X509Certificate")
 
 
 def _header(root: etree._Element) -> etree._Element:
