@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from lienthong.edxml.codes import code_problem
 from lienthong.errors import ConfigError
@@ -98,9 +98,7 @@ class NodeSettings:
     """``[node]``: who this daemon is and where it keeps its state."""
 
     code: str = _setting("", _agency_code, "agency code of the agency this node runs for")
-    state_dir: Path = _setting(
-        Path("/var/lib/lienthong"), None, "database and package files"
-    )
+    state_dir: Path = _setting(Path("/var/lib/lienthong"), None, "database and package files")
     directory: Path = _setting(_NO_PATH, None, "the directory of agencies (TOML)")
 
 
@@ -167,6 +165,61 @@ class DaemonSettings:
     log_level: str = _setting("info", _log_level, "debug, info, warning or error")
 
 
+def _agency_codes(value: Any) -> str | None:
+    for code in value:
+        problem = code_problem(code)
+        if problem is not None:
+            return f"{code!r} is not an agency code: {problem}"
+    return None
+
+
+def _hash_policy(value: Any) -> str | None:
+    return None if value in ("refuse", "accept") else "must be refuse or accept"
+
+
+def _port_or_zero(value: Any) -> str | None:
+    return None if 0 <= value < 65536 else "must be a TCP port number, or 0 for none"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayClient:
+    """``[gateway.clients.<systemid>]``: one office-software installation and its secret."""
+
+    secret: str = _setting("", None, "the HMAC secret (or give secret_file)")
+    secret_file: Path = _setting(_NO_PATH, None, "file holding the HMAC secret")
+    send_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it may send for")
+    receive_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it receives for")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """``[gateway]``: the local HTTP API office software talks to (axis SDK wire format)."""
+
+    host: str = _setting("127.0.0.1", None, "address to listen on; keep it local")
+    port: int = _setting(8866, _port_or_zero, "TCP port; 0 for none (socket only)")
+    socket: Path = _setting(_NO_PATH, None, "also listen on this unix socket")
+    unverifiable_hash: str = _setting(
+        "refuse", _hash_policy, "a request whose HMAC cannot be checked (mangled header bytes)"
+    )
+    clients: dict[str, GatewayClient] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """``[spool]``: folders for office software that only drops and picks up files."""
+
+    dir: Path = _setting(
+        _NO_PATH, None, "spool folder (outbox, inbox, status, rejected); unset: off"
+    )
+    settle_s: float = _setting(2.0, _not_negative, "a dropped file must stay unchanged this long")
+    poll_s: float = _setting(1.0, _positive, "scan the folders this often")
+
+    @property
+    def enabled(self) -> bool:
+        """True when a folder is set."""
+        return self.dir != _NO_PATH
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
@@ -178,6 +231,8 @@ class Config:
     links: LinksSettings = field(default_factory=LinksSettings)
     transfer: TransferSettings = field(default_factory=TransferSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
 
 
 _REQUIRED = {"node.code"}
@@ -191,9 +246,7 @@ def load_config(path: Path = DEFAULT_CONFIG_PATH) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
-    return parse_config(
-        raw.decode("utf-8", errors="replace"), source=str(path), base=path.parent
-    )
+    return parse_config(raw.decode("utf-8", errors="replace"), source=str(path), base=path.parent)
 
 
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
@@ -232,12 +285,22 @@ def _build(cls: type[T], data: Any, prefix: str, base: Path | None) -> T:
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, f"{key}.", base)  # type: ignore[arg-type]
             continue
+        if get_origin(kind) is dict:
+            values[name] = _build_table(get_args(kind)[1], value, key, base)
+            continue
         values[name] = _coerce(kind, value, key, base)
         check = fields[name].metadata.get("check")
         problem = check(values[name]) if check else None
         if problem:
             raise ConfigError(f"{problem} (got {value!r})", key=key)
     return cls(**values)
+
+
+def _build_table(cls: type[T], data: Any, key: str, base: Path | None) -> dict[str, T]:
+    """A ``dict[str, cls]`` from a table of tables (``[gateway.clients.<name>]``)."""
+    if not isinstance(data, dict):
+        raise ConfigError("must be a table of tables", key=key)
+    return {name: _build(cls, item, f"{key}.{name}.", base) for name, item in data.items()}
 
 
 def _path(text: str, base: Path | None) -> Path:
@@ -257,6 +320,11 @@ def _coerce(kind: Any, value: Any, key: str, base: Path | None) -> Any:
     elif kind is str or kind is Path:
         ok = isinstance(value, str)
         value = _path(value, base) if ok and kind is Path else value
+    elif kind == tuple[str, ...]:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise ConfigError(f"must be a list of strings (got {value!r})", key=key)
+        value = tuple(value)
     elif kind == tuple[Path, ...]:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         value = tuple(_path(v, base) for v in value) if ok else value
@@ -291,7 +359,6 @@ def check_for_daemon(config: Config) -> None:
         raise ConfigError("needs at least one CA certificate file or folder", key="trust.ca")
     if not (config.links.parent.enabled or config.links.children.enabled):
         raise ConfigError(
-            "neither links.parent.host nor links.children.host is set: the node would reach"
-            " no one",
+            "neither links.parent.host nor links.children.host is set: the node would reach no one",
             key="links",
         )

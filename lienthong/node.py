@@ -11,9 +11,10 @@ Run: one task group with named tasks (``link:<name>``, ``sender:<neighbour>``,
 (systemd restarts it); faults of the world (a broker down, a bad package) are handled inside
 the tasks and never end them.
 
-Stop (SIGTERM or SIGINT): intake stops (no new transfer frames are taken, no new transfers
-leased), transfers in flight get ``daemon.drain_grace_s`` to receive their hop receipts, then
-everything is cancelled. Work cut short stays in the store and resumes on the next start.
+Stop (SIGTERM or SIGINT): intake stops (the office-software API closes, no new transfer frames
+are taken, no new transfers leased), transfers in flight get ``daemon.drain_grace_s`` to
+receive their hop receipts, then everything is cancelled. Work cut short stays in the store
+and resumes on the next start.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import structlog
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
 from lienthong.errors import ConfigError, LienthongError
+from lienthong.gateway import Listener, start_gateway
+from lienthong.gateway.spool import Spool
 from lienthong.keyfiles import load_identity, load_trust_store, read_passphrase
 from lienthong.logs import get_logger
 from lienthong.processing import Processor
@@ -60,8 +63,7 @@ def load_directory(config: Config) -> Directory:
     me = config.node.code
     if me not in directory.nodes:
         raise ConfigError(
-            f"the directory {path} does not list {me} as an agency that runs a node"
-            " (node = true)",
+            f"the directory {path} does not list {me} as an agency that runs a node (node = true)",
             key="node.code",
         )
     return directory
@@ -122,6 +124,7 @@ class Node:
             on_enqueued=self._wake_senders,
         )
         self._stop = asyncio.Event()
+        self.gateway: Listener | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -222,8 +225,7 @@ class Node:
         structlog.contextvars.bind_contextvars(node=self.me)
         async with self.store, asyncio.TaskGroup() as tg:
             tasks: list[asyncio.Task[Any]] = [
-                tg.create_task(link.run(), name=f"link:{name}")
-                for name, link in self.links.items()
+                tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
             tasks.append(tg.create_task(self._process(), name="processor"))
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
@@ -236,6 +238,9 @@ class Node:
                 for hop, sender in self.senders.items()
             ]
             tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+            if self.config.spool.enabled:
+                tasks.append(tg.create_task(self._spool().run(), name="spool"))
+            self.gateway = await self._start_gateway()
             status = self.describe()
             self.notifier.ready(status)
             _log.info("node_ready", status=status, resumed=resumed)
@@ -243,6 +248,32 @@ class Node:
             await self._drain()
             await self._cancel(tasks)
         _log.info("node_stopped")
+
+    async def _start_gateway(self) -> Listener | None:
+        """The office-software API, when a port or a socket is configured."""
+        settings = self.config.gateway
+        if not settings.port and settings.socket == Path():
+            return None
+        try:
+            return await start_gateway(
+                settings, self.processor, self.store, self.directory, self.clock
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+                key="gateway.port",
+            ) from exc
+
+    def _spool(self) -> Spool:
+        settings = self.config.spool
+        return Spool(
+            settings.dir,
+            self.processor,
+            self.store,
+            settle_s=settings.settle_s,
+            poll_s=settings.poll_s,
+            clock=self.clock,
+        )
 
     async def _wait_links_up(self) -> bool:
         """Wait until every link is up, or a stop is requested first (False)."""
@@ -259,6 +290,9 @@ class Node:
         self.notifier.stopping(f"draining {in_flight} transfer(s) for up to {grace:g} s")
         _log.info("node_stopping", in_flight=in_flight, grace_s=grace)
         self.receiver.accepting = False
+        if self.gateway is not None:
+            await self.gateway.close()
+            self.gateway = None
         for sender in self.senders.values():
             sender.stop_taking()
         try:
@@ -277,7 +311,8 @@ class Node:
     def describe(self) -> str:
         """A one-line state for ``systemctl status``."""
         links = ", ".join(f"{name} {link.state}" for name, link in self.links.items())
-        return f"{self.me}: links {links}"
+        api = f"; API on {', '.join(self.gateway.addresses)}" if self.gateway else ""
+        return f"{self.me}: links {links}{api}"
 
     # -- tasks --------------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from lienthong.devnet.pki import DevPki
 from lienthong.errors import ConfigError
+from lienthong.keyfiles import load_identity
 from lienthong.trust import pki
 from lienthong.trust.keys import SigningIdentity
 from lienthong.trust.sign import AlreadySigned, sign_package
@@ -339,3 +341,14 @@ def test_mutated_packages_never_raise(
     result = verify_package(mutated, trust)
     assert isinstance(result, Verification)
     assert result.valid == (not result.reasons) or result.weak
+
+
+def test_ec_identity_signs_with_ecdsa_by_default(tmp_path: Path) -> None:
+    """An EC agency key needs no algorithm named: ECDSA-SHA256 is chosen and verifies."""
+    pki = DevPki(tmp_path / "pki", key_type="ec")
+    cert, key = pki.client_files("000.00.12.H49")
+    data = (Path(__file__).parent / "data" / "trust" / "edoc.xml").read_bytes()
+    signed = sign_package(data, load_identity(key, cert))
+    result = verify_package(signed, TrustStore.from_pem([pki.cafile.read_bytes()]))
+    assert result.valid, result.reasons
+    assert "ecdsa" in result.algorithm

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from lienthong import keyfiles
 from lienthong.edxml.codes import code_problem
 from lienthong.errors import ConfigError, LienthongError
@@ -143,14 +141,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     """Sign FILE with KEY/CERT and write the signed package to OUT or stdout."""
     passphrase = keyfiles.read_passphrase(args.passphrase_file, args.passphrase_env)
     identity = keyfiles.load_identity(args.key, args.cert, passphrase, args.chain)
-    algorithm = args.algorithm
-    if algorithm is None:
-        algorithm = (
-            "ecdsa-sha256" if isinstance(identity.key, ec.EllipticCurvePrivateKey) else "rsa-sha256"
-        )
     data = keyfiles.read_file(args.file, "package")
     try:
-        signed = sign_package(data, identity, algorithm=algorithm, replace=args.replace)
+        signed = sign_package(data, identity, algorithm=args.algorithm, replace=args.replace)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     except LienthongError as exc:

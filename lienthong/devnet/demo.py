@@ -2,23 +2,28 @@
 
 Four tiers (config/topologies/four-tier.toml): the national node, two provinces, a district
 and a commune in each; one mosquitto per node with children (TLS client certificates + ACL);
-development certificates. A commune of Quảng Nam sends a signed document with an attachment to
-a commune of Khánh Hòa and to Khánh Hòa's People's Committee; the recipients' nodes answer 01
-by themselves, and their clerks report 03 (accepted) and 06 (completed). The demo prints the
+development certificates. The office software of a commune of Quảng Nam sends a document with
+an attachment through its node's API (the axis SDK's wire format) to a commune of Khánh Hòa
+and to Khánh Hòa's People's Committee; their nodes answer 01 by themselves, and their office
+software retrieves it and reports 03 (accepted) and 06 (completed) the same way. The demo prints the
 trace and the receipts, and leaves everything in one folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from lienthong import receipts
 from lienthong.devnet.network import Network, poll_until, topology_text
-from lienthong.edxml import build, new_edoc
+from lienthong.edxml import EdocPackage, build, new_edoc, parse
+from lienthong.edxml.model import Organization
 from lienthong.trace import render, trace
 
 SENDER = "000.01.05.H49"  # UBND xã Duy Sơn (Quảng Nam)
@@ -67,6 +72,63 @@ def _write_document(folder: Path, today: dt.date) -> tuple[Path, str]:
     return path, pkg.document_id
 
 
+async def _office_send(net: Network, package: bytes) -> str:
+    """The sender's office software calls sendEdoc; the DocId the node gives back."""
+    reply = await net.office(SENDER).send_edoc(
+        {"from": SENDER, "servicetype": "eDoc", "messagetype": "edoc", "to": list(RECIPIENTS)},
+        package,
+    )
+    if reply is None or not reply.ok:
+        raise DemoFailed(f"sendEdoc was refused: {reply.desc if reply else 'no reply'}")
+    return str(reply.json["DocId"])
+
+
+async def _office_receive(net: Network, recipient: str, document_id: str) -> list[str]:
+    """A recipient's office software: list, fetch, acknowledge, then report 03 and 06."""
+    office = net.office(net.directory.serving_node(recipient))
+    listed = await office.get_received_edoc_list({"servicetype": "eDoc", "messagetype": "edoc"})
+    entries = [e for e in listed.json["data"] if e["to"] == recipient]
+    if not entries:
+        raise DemoFailed(f"getReceivedEdocList at {recipient} does not offer the document")
+    doc_id = str(entries[0]["docId"])
+    fetched = await office.get_edoc({"docId": doc_id})
+    document = parse(office.edoc_of(fetched))
+    if not isinstance(document, EdocPackage) or document.document_id != document_id:
+        raise DemoFailed(f"getEdoc at {recipient} returned another package")
+    await office.update_status({"docid": doc_id, "status": "done"})
+    lines = [
+        f"{recipient}: getReceivedEdocList -> docId {doc_id}; getEdoc -> "
+        f"{len(document.attachments)} attachment(s), signed: {document.signed}; updateStatus done"
+    ]
+    agency = net.directory.get(recipient)
+    for code, note in CLERK_STATUSES:
+        status = receipts.status_for(
+            document,
+            reporter=Organization(recipient, agency.name if agency else recipient),
+            code=code,
+            reasons=[note],
+            now=time.time(),
+        )
+        reply = await office.send_edoc(
+            {"from": recipient, "servicetype": "eDoc", "messagetype": "status"}, build(status)
+        )
+        if reply is None or not reply.ok:
+            raise DemoFailed(f"status {code} from {recipient} refused: {reply and reply.desc}")
+        lines.append(f"{recipient}: sendEdoc status {code} ({note})")
+    return lines
+
+
+async def _office_sent_list(net: Network, doc_id: str) -> list[str]:
+    """What the sender's office software sees with getSentEdocList."""
+    reply = await net.office(SENDER).get_sent_edoc_list(
+        {"servicetype": "eDoc", "messagetype": "edoc", "docId": doc_id}
+    )
+    return [
+        f"getSentEdocList: {row['toCode']}: {row['receiveStatus']} {row['receiveStatusDesc']}"
+        for row in reply.json["data"]
+    ]
+
+
 def _receipts_table(net: Network, document_id: str) -> list[str]:
     lines = []
     have = net.receipts(SENDER, document_id)
@@ -91,12 +153,10 @@ def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
     try:
         net.start()
         print(f"  {len(net.nodes)} daemons ready: {', '.join(net.nodes)}", file=out)
-        _step(out, f"{SENDER} sends a signed document to {' and '.join(RECIPIENTS)}")
+        _step(out, f"{SENDER}'s office software sends a document through its node's API")
         doc, document_id = _write_document(root, dt.date.today())
-        result = net.lienthong(SENDER, "send", str(doc))
-        print(result.stdout.rstrip() or result.stderr.rstrip(), file=out)
-        if result.returncode != 0:
-            raise DemoFailed(f"sending failed: {result.stderr.strip()}")
+        doc_id = asyncio.run(_office_send(net, doc.read_bytes()))
+        print(f"  sendEdoc: accepted, DocId {doc_id[:16]}...; DocumentId {document_id}", file=out)
         _step(out, "waiting for delivery to both recipients")
         for recipient in RECIPIENTS:
             node = net.directory.serving_node(recipient)
@@ -107,21 +167,19 @@ def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
                     for e in net.inbox(node)
                 ),
             )
-            print(f"  delivered to {recipient} (node {node})", file=out)
-        _step(out, "the recipients' clerks report 03 and 06")
+            print(f"  delivered to {recipient} (node {node}); status 01 sent back", file=out)
+        _step(out, "the recipients' office software retrieves it and reports 03 and 06")
         for recipient in RECIPIENTS:
-            node = net.directory.serving_node(recipient)
-            for code, note in CLERK_STATUSES:
-                r = net.lienthong(
-                    node, "status", document_id, code, "--note", note, "--as", recipient
-                )
-                print(f"  {r.stdout.strip() or r.stderr.strip()}", file=out)
+            for line in asyncio.run(_office_receive(net, recipient, document_id)):
+                print(f"  {line}", file=out)
         _step(out, "waiting for statuses 01, 03 and 06 at the sender")
         ok = poll_until(lambda: _all_receipts(net, document_id), WAIT_S)
         _step(out, "trace (every node's records merged)")
         print(render(document_id, trace(net.views(document_id))), file=out)
         _step(out, f"receipts at the sender {SENDER}")
         print("\n".join(_receipts_table(net, document_id)), file=out)
+        for line in asyncio.run(_office_sent_list(net, doc_id)):
+            print(f"  {line}", file=out)
         if not ok:
             raise DemoFailed("not every expected status reached the sender")
         if not once:

@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from lienthong.devnet.broker import Broker
+from lienthong.devnet.axis_client import AxisClient
+from lienthong.devnet.broker import Broker, free_port
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.directory import Directory
 from lienthong.resources import shipped_dir
@@ -39,6 +40,15 @@ T = TypeVar("T")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.3
+
+
+OFFICE_CLIENT = "office"
+"""The system id of the office software of every demonstration node."""
+
+
+def office_secret(code: str) -> str:
+    """The HMAC secret of ``code``'s office software (a development value, not a secret)."""
+    return f"dev-secret-{code}"
 
 
 def topology_text(name: str) -> str:
@@ -62,6 +72,7 @@ class NodeProcess:
     def __init__(self, code: str, workdir: Path) -> None:
         self.code = code
         self.workdir = workdir
+        self.api_port = free_port()
         self.config_path = workdir / "lienthong.toml"
         self.log_path = workdir / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -218,6 +229,7 @@ class Network:
         self, code: str, overrides: Mapping[str, Mapping[str, object]]
     ) -> dict[str, dict[str, object]]:
         cert, key = self.pki.client_files(code)
+        served = [a for a in self.directory.codes if self.directory.serving_node(a) == code]
         config: dict[str, dict[str, object]] = {
             "node": {
                 "code": code,
@@ -226,6 +238,12 @@ class Network:
             },
             "identity": {"key": str(key), "cert": str(cert)},
             "trust": {"ca": [str(self.pki.cafile)]},
+            "gateway": {"port": self.nodes[code].api_port},
+            f"gateway.clients.{OFFICE_CLIENT}": {
+                "secret": office_secret(code),
+                "send_for": served,
+                "receive_for": served,
+            },
         }
         parent = self.directory.node_parent(code)
         if parent is not None:
@@ -287,6 +305,16 @@ class Network:
             self._read(code, lambda s, c=code: collect_view(s, c, document_id))  # type: ignore[misc]
             for code in self.nodes
         ]
+
+    def office(self, code: str) -> AxisClient:
+        """Office software at ``code``'s node, speaking the axis SDK's wire format to its API."""
+        node = self.nodes[code]
+        return AxisClient(
+            f"http://{HOST}:{node.api_port}/",
+            OFFICE_CLIENT,
+            office_secret(code),
+            port=node.api_port,
+        )
 
     def lienthong(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``lienthong ARGS --config <code's config>`` and return its result."""

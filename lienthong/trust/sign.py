@@ -83,22 +83,25 @@ def sign_package(
     data: bytes,
     identity: SigningIdentity,
     *,
-    algorithm: str = "rsa-sha256",
+    algorithm: str | None = None,
     replace: bool = False,
 ) -> bytes:
     """Return ``data`` signed by ``identity`` (UTF-8, with an XML declaration).
 
     ``algorithm`` is a key of :data:`ALGORITHMS` and must fit the key (``rsa-*`` for RSA keys,
-    ``ecdsa-*`` for EC keys). A package that is already signed is refused with
+    ``ecdsa-*`` for EC keys); by default RSA-SHA256 for an RSA key, ECDSA-SHA256 for an EC
+    key. A package that is already signed is refused with
     :class:`AlreadySigned` unless ``replace`` is true, in which case the old signatures are
     removed first. Bad XML raises :class:`~lienthong.errors.XmlRefused`, a package without
     ``edXMLEnvelope/edXMLHeader`` :class:`~lienthong.errors.PeerInputError`.
     """
+    key_is_ec = isinstance(identity.key, ec.EllipticCurvePrivateKey)
+    if algorithm is None:
+        algorithm = "ecdsa-sha256" if key_is_ec else "rsa-sha256"
     method = ALGORITHMS.get(algorithm)
     if method is None:
         choices = ", ".join(sorted(ALGORITHMS))
         raise ValueError(f"unknown signature algorithm {algorithm!r}; use one of {choices}")
-    key_is_ec = isinstance(identity.key, ec.EllipticCurvePrivateKey)
     if key_is_ec == algorithm.startswith("rsa-"):
         kind = "EC" if key_is_ec else "RSA"
         raise ValueError(f"algorithm {algorithm} does not fit the {kind} key")
