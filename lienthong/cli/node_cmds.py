@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from lienthong.cli.store_cmds import config_arg
-from lienthong.config import load_config
+from lienthong.config import Config, load_config
 from lienthong.keyfiles import read_file
 from lienthong.logs import configure
 from lienthong.node import Node, load_directory, load_keys
@@ -62,24 +64,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def local_processor(config: Config) -> AsyncIterator[Processor]:
+    """A processor over the node's store, beside the running daemon (which sends what it
+    queues): for commands that submit packages as the node. Loads the directory and keys."""
+    directory = load_directory(config)
+    identity, trust = load_keys(config)
+    async with SqliteStore(config.node.state_dir, config.store) as store:
+        yield Processor(
+            me=config.node.code,
+            directory=directory,
+            identity=identity,
+            trust=trust,
+            store=store,
+            max_package_bytes=config.transfer.max_package_bytes,
+            max_age_s=config.store.package_max_age_s,
+        )
+
+
 def _send(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure(json=False, level="warning", stream=sys.stderr)
-    directory = load_directory(config)
-    identity, trust = load_keys(config)
     datas = [(path, read_file(path, "package")) for path in args.files]
 
     async def main() -> int:
         status = 0
-        async with SqliteStore(config.node.state_dir, config.store) as store:
-            processor = Processor(
-                me=config.node.code,
-                directory=directory,
-                identity=identity,
-                trust=trust,
-                store=store,
-                max_package_bytes=config.transfer.max_package_bytes,
-            )
+        async with local_processor(config) as processor:
             for path, data in datas:
                 try:
                     done = await processor.submit(data)

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lienthong import receipts
+from lienthong.cli.node_cmds import local_processor
 from lienthong.cli.store_cmds import config_arg
 from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
 from lienthong.edxml import EdocPackage, build, parse
 from lienthong.edxml.model import STATUS_CODES, Organization
 from lienthong.errors import LienthongError
 from lienthong.logs import configure
-from lienthong.node import load_directory, load_keys
-from lienthong.processing import Processor, SubmissionRefused
+from lienthong.processing import SubmissionRefused
 from lienthong.store import SqliteStore
 from lienthong.trace import NodeView, collect_view, format_time, render, trace
 
@@ -113,11 +113,10 @@ async def _ack(store: SqliteStore, args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure(json=False, level="warning", stream=sys.stderr)
-    directory = load_directory(config)
-    identity, trust = load_keys(config)
 
     async def main() -> int:
-        async with _open(config) as store:
+        async with local_processor(config) as processor:
+            store = processor.store
             entries = [
                 e
                 for e in await store.inbox_list(pending=False)
@@ -134,21 +133,13 @@ def _status(args: argparse.Namespace) -> int:
             document = parse(await store.read_package(entries[0].package_id))
             if not isinstance(document, EdocPackage):
                 raise LienthongError(f"{args.document_id} is not a document package")
-            agency = directory.get(reporter)
+            agency = processor.directory.get(reporter)
             status = receipts.status_for(
                 document,
                 reporter=Organization(reporter, agency.name if agency else reporter),
                 code=args.code,
                 reasons=[args.note] if args.note else [],
                 now=time.time(),
-            )
-            processor = Processor(
-                me=config.node.code,
-                directory=directory,
-                identity=identity,
-                trust=trust,
-                store=store,
-                max_package_bytes=config.transfer.max_package_bytes,
             )
             try:
                 await processor.submit(build(status))
