@@ -1,7 +1,11 @@
-"""Durable packages per second (5 KB each): grouped commits, one commit per package, and raw
-sqlite3 inserts committed one by one (same pragmas, same disk) as the baseline.
+"""Durable packages per second (5 KB each): grouped commits (package files flushed once per batch,
+with syncfs(2) or with per-file fdatasync and one fsync per directory), one commit per package,
+and raw sqlite3 inserts committed one by one (same pragmas, same disk) as the baseline.
 
-Run: ``.venv/bin/python bench/bench_store.py [--packages N] [--dir DIR]``
+Each mode runs ``--rounds`` times, interleaved, and the median is printed (the disk is shared).
+"packages/flush" is how many package files shared one flush of the package directory.
+
+Run: ``.venv/bin/python bench/bench_store.py [--packages N] [--rounds R] [--dir DIR]``
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ import argparse
 import asyncio
 import os
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from lienthong.config import StoreSettings
 from lienthong.store import PackageMeta, SqliteStore
+from lienthong.store.blobs import syncfs_available
+
+CALLERS = 64
 
 
 def packages(n: int, salt: str) -> list[tuple[bytes, PackageMeta]]:
@@ -27,20 +35,24 @@ def packages(n: int, salt: str) -> list[tuple[bytes, PackageMeta]]:
     return out
 
 
-async def store_rate(root: Path, n: int, batch: int, concurrency: int) -> float:
-    """Packages per second through put_package with ``concurrency`` callers at once."""
+async def store_rate(root: Path, n: int, batch: int, use_syncfs: bool) -> tuple[float, float]:
+    """Packages per second through put_package with 64 callers at once; packages per flush."""
     settings = StoreSettings(group_commit_max_batch=batch, group_commit_max_wait_ms=0)
-    work = packages(n, f"b{batch}")
-    async with SqliteStore(root, settings) as store:
+    work = packages(n, root.name)
+    callers = asyncio.Semaphore(CALLERS)
+    async with SqliteStore(root, settings, use_syncfs=use_syncfs) as store:
+
+        async def put(data: bytes, meta: PackageMeta) -> None:
+            async with callers:
+                await store.put_package(data, meta, 0.0)
+
         start = time.perf_counter()
-        for i in range(0, n, concurrency):
-            await asyncio.gather(
-                *(store.put_package(d, m, 0.0) for d, m in work[i : i + concurrency])
-            )
-        return n / (time.perf_counter() - start)
+        await asyncio.gather(*(put(d, m) for d, m in work))
+        rate = n / (time.perf_counter() - start)
+        return rate, n / store.blobs.flushes
 
 
-def raw_rate(path: Path, n: int) -> float:
+def raw_rate(path: Path, n: int) -> tuple[float, float]:
     """sqlite3 inserts of 5 KB rows, each committed alone (WAL, synchronous=FULL)."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
@@ -54,33 +66,42 @@ def raw_rate(path: Path, n: int) -> float:
         db.execute("COMMIT")
     rate = n / (time.perf_counter() - start)
     db.close()
-    return rate
+    return rate, 1.0
 
 
 def main() -> None:
-    """Run the three measurements and print a table."""
+    """Run the measurements, interleaved, and print a table of medians."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--packages", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        root = Path(tmp)
-        rows = [
-            ("sqlite3 raw, commit per insert (baseline)", raw_rate(root / "raw.db", args.packages)),
-            (
-                "SqliteStore, commit per package (batch 1)",
-                asyncio.run(store_rate(root / "single", args.packages, 1, 64)),
-            ),
-            (
-                "SqliteStore, grouped commits (64 callers)",
-                asyncio.run(store_rate(root / "grouped", args.packages, 256, 64)),
-            ),
-        ]
-    print(f"{'mode':<45} {'packages/s':>12}")
-    for name, rate in rows:
-        print(f"{name:<45} {rate:>12.0f}")
+    n = args.packages
+    modes = {
+        "sqlite3 raw, commit per insert (baseline)": lambda d: raw_rate(d / "raw.db", n),
+        "SqliteStore, commit per package (batch 1)": lambda d: asyncio.run(
+            store_rate(d / "single", n, 1, syncfs_available())
+        ),
+        "SqliteStore, grouped, fdatasync + dir fsync": lambda d: asyncio.run(
+            store_rate(d / "fdatasync", n, 256, False)
+        ),
+    }
+    if syncfs_available():
+        modes["SqliteStore, grouped, one syncfs per batch"] = lambda d: asyncio.run(
+            store_rate(d / "syncfs", n, 256, True)
+        )
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
+    for _ in range(args.rounds):
+        for name, run in modes.items():
+            with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+                results[name].append(run(Path(tmp)))
+    print(f"{'mode':<45} {'packages/s':>12} {'packages/flush':>15}")
+    for name, runs in results.items():
+        rate = statistics.median(r for r, _ in runs)
+        per_flush = statistics.median(f for _, f in runs)
+        print(f"{name:<45} {rate:>12.0f} {per_flush:>15.1f}")
 
 
 if __name__ == "__main__":

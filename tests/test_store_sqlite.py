@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from lienthong.store import (
     IntakeBlocked,
     PackageMeta,
     PackageState,
+    Receipt,
     SqliteStore,
     StoreTransientError,
 )
+from lienthong.store.blobs import BlobDir, syncfs_available
 
 T0 = 1_700_000_000.0
 
@@ -72,6 +75,63 @@ async def test_disk_full_stops_intake_and_keeps_what_is_stored(tiny_disk: Path) 
     db = sqlite3.connect(tiny_disk / "state" / "store.sqlite3")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert db.execute("SELECT count(*) FROM packages").fetchone() == (len(stored),)
+
+
+async def test_failed_file_batch_fails_its_packages_only(tiny_disk: Path) -> None:
+    """Package files that do not fit fail their puts, leave no file or row; the rest commits."""
+    settings = StoreSettings(group_commit_max_batch=5, group_commit_max_wait_ms=5000)
+    async with SqliteStore(tiny_disk / "state", settings) as store:
+        free = shutil.disk_usage(tiny_disk).free
+        (tiny_disk / "filler").write_bytes(b"\0" * (free - 160 * 1024))
+        work = [pkg(n, 64 * 1024) for n in range(4)]
+        results = await asyncio.gather(
+            *(store.put_package(data, meta, T0) for data, meta in work),
+            store.record_receipt(Receipt("doc-1", "status", "02", "x", T0)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, DiskFull) for r in results[:4]), results
+        assert results[4] is None
+        assert store.intake_blocked is not None
+        assert [r.code for r in await store.receipts("doc-1")] == ["02"]
+        assert (await store.queue_summary(T0)).packages == {}
+        assert not [p for p in (tiny_disk / "state" / "packages").rglob("*") if p.is_file()]
+        assert (await store.journal_verify()).ok
+
+
+@pytest.mark.parametrize("use_syncfs", [True, False], ids=["syncfs", "fdatasync"])
+def test_file_batch_is_flushed_once(tmp_path: Path, use_syncfs: bool) -> None:
+    """A batch of package files is written under their digests with a single flush."""
+    if use_syncfs and not syncfs_available():
+        pytest.skip("syncfs(2) with error reporting needs Linux 5.8 or later")
+    blobs = BlobDir(tmp_path / "packages", use_syncfs)
+    batch = {meta.sha256: data for data, meta in (pkg(n) for n in range(40))}
+    blobs.write_batch(batch)
+    assert blobs.flushes == 1
+    assert all(blobs.read(sha) == data for sha, data in batch.items())
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+async def test_concurrent_puts_share_one_flush(tmp_path: Path) -> None:
+    """Packages arriving together are made durable by one flush and one commit."""
+    settings = StoreSettings(group_commit_max_batch=20, group_commit_max_wait_ms=5000)
+    work = [pkg(n) for n in range(20)]
+    async with SqliteStore(tmp_path, settings) as store:
+        await asyncio.gather(*(store.put_package(data, meta, T0) for data, meta in work))
+        assert store.blobs.flushes == 1
+    async with SqliteStore(tmp_path) as store:
+        for data, meta in work:
+            assert await store.read_package(meta.sha256) == data
+
+
+async def test_file_left_without_row_is_rewritten(tmp_path: Path) -> None:
+    """A file under a package's name that no row refers to (a crash's orphan) is not trusted."""
+    data, meta = pkg(1)
+    async with SqliteStore(tmp_path) as store:
+        orphan = store.blobs.path(meta.sha256)
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(data[:10])
+        assert await store.put_package(data, meta, T0) == (meta.sha256, False)
+        assert await store.read_package(meta.sha256) == data
 
 
 async def test_locked_database_is_a_clear_transient_error(tmp_path: Path) -> None:

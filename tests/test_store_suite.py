@@ -35,12 +35,13 @@ SETTINGS = StoreSettings(
 )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "sqlite-fdatasync", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store of each kind."""
+    """A fresh store of each kind (SQLite with each way of flushing package files)."""
     s: Store
-    if request.param == "sqlite":
-        s = SqliteStore(tmp_path / "state", SETTINGS, random.Random(1))
+    if request.param.startswith("sqlite"):
+        use_syncfs = False if request.param == "sqlite-fdatasync" else None
+        s = SqliteStore(tmp_path / "state", SETTINGS, random.Random(1), use_syncfs)
     else:
         s = MemoryStore(SETTINGS, random.Random(1))
     async with s:

@@ -1,49 +1,67 @@
-"""Package files: written to a temporary name, fsynced, renamed, and the directory fsynced,
-so a file that exists under its final name is whole and durable before any row refers to it."""
+"""Package files, content-addressed: ``<root>/<sha256[:2]>/<sha256>``.
+
+Two ways to write, both leaving no partial file under a final name once they return:
+
+- :func:`write_durably`, one file: written to a temporary name, fsynced, renamed, and its
+  directory fsynced. A file that exists under its final name is whole and durable, so an
+  existing file is left alone. Used for the rare single files (quarantine, the disk probe).
+- :meth:`BlobDir.write_batch`, the package files of one grouped commit: every file written to
+  a temporary name, every file renamed to its final name, then ONE flush for the whole batch.
+  The flush is ``syncfs(2)`` on the blob directory (one journal commit for the lot) where the
+  kernel reports writeback errors through it (Linux 5.8 and later); elsewhere each file is
+  ``fdatasync``-ed and each directory touched is fsynced once per batch. Only once the flush
+  has succeeded may a row referring to those files be committed; if it fails, the files of the
+  batch are removed and the error raised.
+
+Here a file under its final name is not proof of durability by itself (power may fail between
+the rename and the flush): what proves it is a committed row. So the caller passes only
+digests that no committed row refers to, and this module overwrites whatever it finds under
+those names (an orphan of an earlier crash or failure, perhaps empty), never trusting it.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
+import functools
 import os
+import platform
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from lienthong.store.errors import DiskFull, StoreTransientError
 
+T = TypeVar("T")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
-def write_durably(path: Path, data: bytes, what: str) -> None:
-    """Create ``path`` holding ``data`` atomically and durably; no-op if it exists.
+def _store_error(exc: OSError, what: str, where: Path) -> StoreTransientError:
+    """The OS error as :class:`DiskFull` or :class:`StoreTransientError`, naming the file."""
+    if exc.errno in _FULL:
+        return DiskFull(f"disk full while writing {what} to {where}: {exc.strerror}")
+    return StoreTransientError(f"cannot write {what} to {where}: {exc.strerror}")
 
-    ``what`` names the file in errors ("package blob 3fa4..."). A full disk raises
-    :class:`DiskFull`, any other OS error :class:`StoreTransientError`; neither leaves a
-    partial file under ``path``.
-    """
-    if path.exists():
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+def _create(tmp: Path, data: bytes, sync: bool) -> None:
+    """Write ``data`` to the new file ``tmp``; fdatasync it if ``sync``."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(path.parent.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno in _FULL:
-            raise DiskFull(
-                f"disk full while writing {what} to {path.parent}: {exc.strerror}"
-            ) from exc
-        raise StoreTransientError(f"cannot write {what} to {path.parent}: {exc.strerror}") from exc
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            _datasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -54,21 +72,153 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class BlobDir:
-    """Content-addressed package files: ``<root>/<sha256[:2]>/<sha256>``."""
+def write_durably(path: Path, data: bytes, what: str) -> None:
+    """Create ``path`` holding ``data`` atomically and durably; no-op if it exists.
 
-    def __init__(self, root: Path) -> None:
+    ``what`` names the file in errors ("conflicting transfer 3fa4..."). A full disk raises
+    :class:`DiskFull`, any other OS error :class:`StoreTransientError`; neither leaves a
+    partial file under ``path``.
+    """
+    if path.exists():
+        return
+    tmp = _temp_name(path)
+    try:
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(path.parent.parent)
+        _create(tmp, data, sync=True)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _store_error(exc, what, path.parent) from exc
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` where it reports writeback errors (Linux >= 5.8), else None."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):  # before 5.8 syncfs returned 0 even when writeback failed
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        syncfs: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return syncfs
+
+
+_SYNCFS = _load_syncfs()
+
+
+def syncfs_available() -> bool:
+    """Whether batches are flushed with one ``syncfs(2)`` here."""
+    return _SYNCFS is not None
+
+
+class BlobDir:
+    """Content-addressed package files under ``root``.
+
+    ``use_syncfs``: flush batches with ``syncfs(2)`` (True), with one fdatasync per file and one
+    fsync per directory (False), or the first where available (None).
+    """
+
+    def __init__(self, root: Path, use_syncfs: bool | None = None) -> None:
+        if use_syncfs and _SYNCFS is None:
+            raise ValueError("syncfs(2) with error reporting is not available here")
         self.root = root
+        self.use_syncfs = syncfs_available() if use_syncfs is None else use_syncfs
+        self.flushes = 0  # batches made durable, for the benchmark and tests
 
     def path(self, sha256: str) -> Path:
         """Where the package with this digest lives."""
         return self.root / sha256[:2] / sha256
 
-    def write(self, sha256: str, data: bytes) -> None:
-        """Store ``data`` under its digest (already checked by the caller)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_durably(self.path(sha256), data, f"package blob {sha256[:16]}")
-
     def read(self, sha256: str) -> bytes:
         """The package bytes."""
         return self.path(sha256).read_bytes()
+
+    def write_batch(self, blobs: Mapping[str, bytes]) -> None:
+        """Make every ``sha256 -> bytes`` durable under its digest, with one flush.
+
+        The digests are already checked, and no committed row may refer to them yet: whatever
+        is found under their names is overwritten. On return, all files are durable. A full
+        disk raises :class:`DiskFull`, any other OS error (the flush's included)
+        :class:`StoreTransientError`; then no file of the batch remains, final or temporary.
+        """
+        if not blobs:
+            return
+        written: list[tuple[Path, Path]] = []
+        placed: list[Path] = []
+        dirs: set[Path] = set()
+        try:
+            if not self.root.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True)
+                dirs.add(self.root.parent)
+            # Opened before writing: syncfs reports writeback errors seen since this open.
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for sha256 in blobs:
+                    path = self.path(sha256)
+                    if not path.parent.is_dir():
+                        path.parent.mkdir(exist_ok=True)
+                        dirs.add(self.root)
+                    dirs.add(path.parent)
+                    written.append((_temp_name(path), path))
+                sync = not self.use_syncfs
+                _in_parallel(lambda w: _create(w[0], blobs[w[1].name], sync), written)
+                for tmp, path in written:
+                    os.replace(tmp, path)
+                    placed.append(path)
+                if self.use_syncfs:
+                    _syncfs(root_fd)
+                else:
+                    _sync_all(dirs, os.fsync)
+            finally:
+                os.close(root_fd)
+        except OSError as exc:
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
+            for path in placed:
+                path.unlink(missing_ok=True)
+            what = f"package blob {next(iter(blobs))[:16]}"
+            if len(blobs) > 1:
+                what += f" and {len(blobs) - 1} more"
+            raise _store_error(exc, what, self.root) from exc
+        self.flushes += 1
+
+
+def _syncfs(fd: int) -> None:
+    assert _SYNCFS is not None
+    if _SYNCFS(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@functools.cache
+def _sync_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-sync")
+
+
+def _in_parallel(work: Callable[[T], None], items: Iterable[T]) -> None:
+    """``work`` on every item at once: concurrent file creations and syncs overlap their
+    waits, and the filesystem merges concurrent syncs into fewer journal commits."""
+    for _ in _sync_pool().map(work, items):
+        pass
+
+
+def _sync_all(paths: Iterable[Path], sync: Callable[[int], None]) -> None:
+    """``sync`` every file or directory, in parallel."""
+
+    def one(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            sync(fd)
+        finally:
+            os.close(fd)
+
+    _in_parallel(one, paths)

@@ -3,17 +3,30 @@
 Durability. The database runs in WAL mode with ``synchronous=FULL``: every COMMIT fsyncs the
 WAL, so a committed transaction survives power loss. (``NORMAL`` with WAL would only keep the
 database consistent, and could lose the last commits: not acceptable when a commit is what a
-hop receipt or an HTTP 200 promises.) Package bytes are written and fsynced, with their
-directory, before the row that refers to them is committed.
+hop receipt or an HTTP 200 promises.) Package bytes are durable, name and content, before the
+row that refers to them is committed.
 
-Grouped commits. One writer task owns the write connection. Callers hand it an operation and
-await a future; the writer takes every operation waiting (up to ``group_commit_max_batch``,
-waiting up to ``group_commit_max_wait_ms`` for more), runs each in its own SAVEPOINT inside one
-``BEGIN IMMEDIATE`` transaction, COMMITs once (one fsync for the lot), and only then resolves
-the futures. So no call returns before its change is durable, and many packages share one
-fsync when they arrive together. An operation that raises is rolled back to its savepoint
-alone; a failing COMMIT fails every operation of the batch. Reads use a second connection
-and see only committed data.
+Grouped commits. One writer task owns the write connection. Callers hand it an operation (with
+the package file it needs, if any) and await a future; the writer takes every operation waiting
+(up to ``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more), opens
+one ``BEGIN IMMEDIATE`` transaction, starts writing the batch's new package files and making
+them durable with ONE flush (:meth:`BlobDir.write_batch`: ``syncfs(2)``, or per-file fdatasync
+and one fsync per directory, in a thread), runs each operation in its own SAVEPOINT meanwhile,
+waits for the flush, COMMITs once (one WAL fsync), and only then resolves the futures. So many
+packages share both flushes when they arrive together, and no call returns before its change
+is durable.
+
+Why this is as durable as one fsync per file: the order on disk is unchanged for every row
+that names a file: file content and directory entry flushed (and the flush's success checked)
+first, the referring row committed after. What changed is only that a file may now sit under
+its final name before it is durable (between the rename and the flush); no row refers to such a
+file, and since a file is trusted only through a committed row, the next attempt overwrites
+it instead of skipping it. If writing or flushing the files fails, the batch's files are
+removed, its transaction is rolled back (so no row refers to them), every operation that
+needed a file fails with that error, and the others run again in a transaction of their
+own. An operation that raises is rolled back to its savepoint alone; a failing COMMIT fails
+every operation of the batch. Reads use a second connection and see only committed data,
+each read as one job on its thread so that it sees the latest commit.
 
 The journal head is read inside each write transaction, so another process writing the same
 database (the ``lienthong requeue`` command beside a running daemon) continues the same chain.
@@ -161,6 +174,7 @@ Op = Callable[[_Tx], Awaitable[T]]
 class _Pending:
     op: Op[Any]
     future: asyncio.Future[Any]
+    blob: tuple[str, bytes] | None = None  # (sha256, bytes) the op's rows will refer to
 
 
 class SqliteStore:
@@ -171,11 +185,13 @@ class SqliteStore:
         state_dir: Path,
         settings: StoreSettings | None = None,
         rng: random.Random | None = None,
+        use_syncfs: bool | None = None,
     ) -> None:
+        """``use_syncfs``: how package files are flushed, see :class:`BlobDir`."""
         self.state_dir = state_dir
         self.settings = settings or StoreSettings()
         self.db_path = state_dir / DB_NAME
-        self._blobs = BlobDir(state_dir / "packages")
+        self.blobs = BlobDir(state_dir / "packages", use_syncfs)
         self._quarantine = state_dir / "quarantine"
         self._rng = rng or random.Random()
         self._writer: aiosqlite.Connection | None = None
@@ -200,9 +216,12 @@ class SqliteStore:
             await _migrate(self._writer)
             self._reader = await self._connect()
             await self._reader.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Also on a refused schema: an unclosed connection's thread outlives the loop.
             await self._close_connections()
-            raise self._db_error(exc, "opening the database") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise self._db_error(exc, "opening the database") from exc
+            raise
         self._task = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -238,12 +257,17 @@ class SqliteStore:
 
     # -- the writer ----------------------------------------------------------------------
 
-    async def _write(self, op: Op[T]) -> T:
-        """Run ``op`` in the next grouped transaction; return once it is committed."""
+    async def _write(self, op: Op[T], blob: tuple[str, bytes] | None = None) -> T:
+        """Run ``op`` in the next grouped transaction; return once it is committed.
+
+        ``blob`` is a package file ``(sha256, bytes)`` the op may refer to: it is made durable
+        with the rest of the batch's files before the op runs, unless a committed row already
+        refers to it. If that fails the op does not run and raises the file's error.
+        """
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(op, future))
+        self._queue.put_nowait(_Pending(op, future, blob))
         # The operation commits even if this caller is cancelled while waiting.
         return await asyncio.shield(future)
 
@@ -285,6 +309,9 @@ class SqliteStore:
                 row = await cur.fetchone()
             assert row is not None
             head = start = (int(row[0]), str(row[1]))
+            # The files are written and flushed while the operations run: their rows stay
+            # invisible until the COMMIT, which waits for the flush.
+            flushing = await self._start_blobs(db, batch)
             for item in batch:
                 tx = _Tx(db, head)
                 await db.execute("SAVEPOINT op")
@@ -300,6 +327,13 @@ class SqliteStore:
                     await db.execute("RELEASE op")
                     head = tx.head
                     outcomes.append((item, result, True))
+            if flushing is not None:
+                try:
+                    await flushing
+                except StoreTransientError as exc:
+                    await db.execute("ROLLBACK")
+                    await self._fail_blob_ops(batch, exc)
+                    return
             if head != start:
                 await db.execute("UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1", head)
             await db.execute("COMMIT")
@@ -326,6 +360,39 @@ class SqliteStore:
             else:
                 item.future.set_exception(value)
 
+    async def _start_blobs(
+        self, db: aiosqlite.Connection, batch: list[_Pending]
+    ) -> asyncio.Task[None] | None:
+        """Start making the batch's new package files durable with one flush.
+
+        Runs inside the batch's write transaction, and only this task inserts packages, so a
+        digest with no row here gets none before this batch commits: its file is (re)written.
+        """
+        wanted = {item.blob[0]: item.blob[1] for item in batch if item.blob is not None}
+        if wanted:
+            async with db.execute(
+                "SELECT value FROM json_each(?) WHERE value IN (SELECT package_id FROM packages)",
+                (json.dumps(list(wanted)),),
+            ) as cur:
+                for (known,) in await cur.fetchall():
+                    del wanted[known]
+        if not wanted:
+            return None
+        task = asyncio.create_task(asyncio.to_thread(self.blobs.write_batch, wanted))
+        # Retrieved here too, for when a database error ends the batch before it is awaited.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def _fail_blob_ops(self, batch: list[_Pending], error: StoreTransientError) -> None:
+        """The files of the rolled-back batch failed: so do the operations that needed one;
+        the others run again, alone."""
+        for item in batch:
+            if item.blob is not None and not item.future.done():
+                item.future.set_exception(error)
+        rest = [item for item in batch if item.blob is None]
+        if rest:
+            await self._run_batch(rest)
+
     def _db_error(self, exc: sqlite3.Error, what: str) -> Exception:
         """The SQLite error as the project's error naming the cause."""
         text = str(exc)
@@ -346,8 +413,10 @@ class SqliteStore:
         if self._reader is None:
             raise RuntimeError("store is not open")
         try:
-            async with self._reader.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            # One job on the reader's thread: a cursor left open between execute and fetch
+            # would hold a read transaction, and reads queued meanwhile would share its
+            # stale snapshot instead of seeing the latest commit.
+            return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise self._db_error(exc, "reading") from exc
 
@@ -361,16 +430,9 @@ class SqliteStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _write_blob(self, sha256: str, data: bytes) -> None:
+    async def _intake(self, op: Op[T], blob: tuple[str, bytes] | None = None) -> T:
         try:
-            await asyncio.to_thread(self._blobs.write, sha256, data)
-        except StoreTransientError as exc:
-            self._blocked = str(exc)
-            raise
-
-    async def _intake(self, op: Op[T]) -> T:
-        try:
-            return await self._write(op)
+            return await self._write(op, blob)
         except StoreTransientError as exc:
             self._blocked = str(exc)
             raise
@@ -399,7 +461,6 @@ class SqliteStore:
         pid = meta.sha256
         if await self._row("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
             return pid, True
-        await self._write_blob(pid, data)
 
         async def op(tx: _Tx) -> bool:
             if await tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
@@ -407,7 +468,7 @@ class SqliteStore:
             await _insert_package(tx, meta, None, PackageState.SIGNED, now)
             return False
 
-        return pid, await self._intake(op)
+        return pid, await self._intake(op, (pid, data))
 
     async def receive(
         self, transfer_id: str, data: bytes, meta: PackageMeta, from_peer: str, now: float
@@ -418,10 +479,6 @@ class SqliteStore:
         pid = meta.sha256
         prior = await self._row("SELECT sha256 FROM received WHERE transfer_id = ?", (transfer_id,))
         if prior is None or prior[0] == pid:
-            if prior is None and not await self._row(
-                "SELECT 1 FROM packages WHERE package_id = ?", (pid,)
-            ):
-                await self._write_blob(pid, data)
 
             async def op(tx: _Tx) -> ReceiveResult:
                 seen = await tx.one(
@@ -445,7 +502,7 @@ class SqliteStore:
                 outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
                 return ReceiveResult(outcome, pid)
 
-            result = await self._intake(op)
+            result = await self._intake(op, (pid, data) if prior is None else None)
             if result.outcome is not ReceiveOutcome.CONFLICT:
                 return result
             stored = result.package_id
@@ -482,7 +539,7 @@ class SqliteStore:
     async def read_package(self, package_id: str) -> bytes:
         """The bytes of a stored package."""
         await self.get_package(package_id)
-        return await asyncio.to_thread(self._blobs.read, package_id)
+        return await asyncio.to_thread(self.blobs.read, package_id)
 
     async def get_package(self, package_id: str) -> PackageRecord:
         """The package's record, or :class:`UnknownId`."""
