@@ -8,7 +8,6 @@ Waits are bounded polls of the nodes' stores, never timed assertions.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import subprocess
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lienthong.devnet.network import Network
+from lienthong.devnet.network import Network, poll_until
 from lienthong.edxml import build, new_edoc
 from lienthong.keyfiles import load_identity
-from lienthong.store import PackageState, SqliteStore
-from lienthong.store.model import InboxEntry, PackageRecord, Receipt
+from lienthong.store.model import InboxEntry, Receipt
 from lienthong.trust import sign_package
 
 TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "four-tier.toml"
@@ -57,33 +55,20 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         network.kill()
 
 
-def _store_call(net: Network, code: str, call: Callable[[SqliteStore], object]) -> object:
-    state = net.nodes[code].workdir / "state"
-
-    async def main() -> object:
-        async with SqliteStore(state) as store:
-            return await call(store)  # type: ignore[misc]
-
-    return asyncio.run(main())
-
-
 def inbox(net: Network, code: str) -> list[InboxEntry]:
     """Every inbox entry at ``code``'s node (retrieved or not)."""
-    return _store_call(net, code, lambda s: s.inbox_list(pending=False))  # type: ignore[return-value]
+    return net.inbox(code)
 
 
 def receipts(net: Network, code: str, document_id: str) -> list[Receipt]:
     """Every receipt ``code``'s node holds about ``document_id``."""
-    return _store_call(net, code, lambda s: s.receipts(document_id))  # type: ignore[return-value]
+    return net.receipts(code, document_id)
 
 
 def wait_for(what: str, check: Callable[[], bool], net: Network) -> None:
     """Poll ``check`` until it holds; fail naming ``what`` (with the daemons' warnings)."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
+    if poll_until(check, WAIT_S):
+        return
     warnings = [
         f"{code}: {line}"
         for code, node in net.nodes.items()
@@ -202,10 +187,8 @@ def test_wrong_signer_is_quarantined_and_answered_with_status_02(
     assert refused()[0].by == DISTRICT_A
     assert PROVINCE_B in refused()[0].detail
     assert document_id not in document_ids(inbox(net, DISTRICT_A))
-    quarantined: list[PackageRecord] = _store_call(  # type: ignore[assignment]
-        net, DISTRICT_A, lambda s: s.packages(PackageState.QUARANTINED)
-    )
-    assert any(p.meta.document_id == document_id for p in quarantined)
+    (view,) = [v for v in net.views(document_id) if v.node == DISTRICT_A]
+    assert [p.state for p in view.packages if p.meta.kind == "edoc"] == ["quarantined"]
 
 
 def test_unknown_recipient_is_refused_at_submission(net: Network, tmp_path: Path) -> None:
@@ -339,3 +322,42 @@ def test_peer_link_skips_the_national_node_and_large_packages_travel_in_chunks(
     finally:
         network.stop()
         network.kill()
+
+
+def test_demo_once_moves_a_document_and_prints_its_receipts(tmp_path: Path) -> None:
+    """`lienthong demo --once` exits 0 after both recipients' 01, 03 and 06 reach the sender,
+    and prints the trace and the receipts."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lienthong", "demo", "--once", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "000.03.07.H41: statuses 01, 03, 06  [ok]" in result.stdout
+    assert "000.00.00.H41: statuses 01, 03, 06  [ok]" in result.stdout
+    assert "delivered to the inbox of 000.03.07.H41" in result.stdout
+    assert (tmp_path / "demo" / "nodes" / "000.00.00.G22" / "daemon.log").exists()
+
+
+def test_inbox_ack_and_status_commands(net: Network, tmp_path: Path) -> None:
+    """A clerk lists the inbox, acknowledges an entry (twice is harmless), and reports 03,
+    which reaches the sender."""
+    doc = write_document(tmp_path, COMMUNE_A, [DISTRICT_B], "Cho văn thư", "505")
+    send(net, COMMUNE_A, doc)
+    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},505/UBND-VP"
+    wait_for("delivery", lambda: document_id in document_ids(inbox(net, DISTRICT_B)), net)
+    listed = net.lienthong(DISTRICT_B, "inbox")
+    assert document_id in listed.stdout
+    (entry,) = [e for e in inbox(net, DISTRICT_B) if e.document_id == document_id]
+    for _ in range(2):
+        assert net.lienthong(DISTRICT_B, "ack", str(entry.entry_id)).returncode == 0
+    assert document_id not in net.lienthong(DISTRICT_B, "inbox").stdout
+    reported = net.lienthong(DISTRICT_B, "status", document_id, "03", "--note", "Đã vào sổ")
+    assert reported.returncode == 0, reported.stderr
+    wait_for(
+        "status 03 at the sender",
+        lambda: any(r.code == "03" for r in receipts(net, COMMUNE_A, document_id)),
+        net,
+    )

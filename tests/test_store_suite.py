@@ -252,6 +252,21 @@ async def test_inbox_delivery_retrieval_and_receipts(store: Store) -> None:
     assert got == [("status", "01"), ("retrieval", "fail"), ("retrieval", "done")]
 
 
+async def test_repeated_acknowledgement_changes_nothing(store: Store) -> None:
+    """Acknowledging a retrieved entry again (done or fail) is harmless and records nothing."""
+    data, meta = pkg()
+    await store.receive("t1", data, meta, "000.00.00.H49", T0)
+    await store.set_package_state(meta.sha256, PackageState.VERIFIED, T0)
+    await store.inbox_add(meta.sha256, ["000.00.12.H30"], T0)
+    (entry,) = await store.inbox_list("000.00.12.H30")
+    for ok in (True, True, False):
+        await store.inbox_ack(entry.entry_id, ok, T0 + 1)
+    (after,) = await store.inbox_list(pending=False)
+    assert after.state == "done"
+    got = [(r.level, r.code) for r in await store.receipts("doc-1")]
+    assert got == [("retrieval", "done")]
+
+
 async def test_quarantine_refused_package(store: Store) -> None:
     """A package that fails verification is quarantined with its reason."""
     data, meta = pkg()

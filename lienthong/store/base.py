@@ -124,7 +124,11 @@ class Store(Protocol):
         ...
 
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
-        """The office software retrieved the entry (``ok``) or failed to (updateStatus)."""
+        """The office software retrieved the entry (``ok``) or failed to (updateStatus).
+
+        Idempotent once retrieved: acknowledging a retrieved entry again, either way, changes
+        nothing and records nothing (office software re-sends calls when a connection drops).
+        """
         ...
 
     async def record_receipt(self, receipt: Receipt) -> None:

@@ -525,6 +525,8 @@ class MemoryStore:
         if not 1 <= entry_id <= len(self.data.inbox):
             raise UnknownId(f"no inbox entry {entry_id}")
         entry = self.data.inbox[entry_id - 1]
+        if entry.state == InboxState.DONE.value:
+            return  # retrieved already: a repeated acknowledgement changes nothing
         to = InboxState.DONE if ok else InboxState.FAILED
         check("inbox entry", str(entry_id), entry.state, to)
         self.data.inbox[entry_id - 1] = replace(entry, state=to.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lienthong.backoff import exponential_delay
 from lienthong.config import RetrySettings
 
 
@@ -19,9 +20,14 @@ class RetryDecision:
 
 def retry_delay(policy: RetrySettings, attempts: int, rng: random.Random) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt (1 for the first)."""
-    base = min(policy.max_delay_s, policy.base_delay_s * policy.factor ** max(0, attempts - 1))
-    jittered = base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
-    return max(0.0, min(policy.max_delay_s, jittered))
+    return exponential_delay(
+        max(1, attempts),
+        base=policy.base_delay_s,
+        factor=policy.factor,
+        cap=policy.max_delay_s,
+        jitter=policy.jitter,
+        rng=rng,
+    )
 
 
 def decide(

@@ -912,12 +912,14 @@ class SqliteStore:
 
         async def op(tx: _Tx) -> None:
             row = await tx.one(
-                "SELECT i.package_id, i.recipient, p.document_id FROM inbox i"
+                "SELECT i.package_id, i.recipient, i.state, p.document_id FROM inbox i"
                 " JOIN packages p USING (package_id) WHERE entry_id = ?",
                 (entry_id,),
             )
             if row is None:
                 raise UnknownId(f"no inbox entry {entry_id}")
+            if row["state"] == InboxState.DONE:
+                return  # retrieved already: a repeated acknowledgement changes nothing
             to_state = InboxState.DONE if ok else InboxState.FAILED
             await tx.move("inbox entry", entry_id, to_state, now, detail)
             await _add_receipt(
