@@ -267,6 +267,24 @@ async def test_repeated_acknowledgement_changes_nothing(store: Store) -> None:
     assert got == [("retrieval", "done")]
 
 
+async def test_revoked_entry_leaves_the_pending_list(store: Store) -> None:
+    """Revoking a delivered document hides it from the pending list, keeps it listed as
+    revoked, finishes the package, and a second revocation changes nothing."""
+    data, meta = pkg()
+    await store.receive("t1", data, meta, "000.00.00.H49", T0)
+    await store.set_package_state(meta.sha256, PackageState.VERIFIED, T0)
+    await store.inbox_add(meta.sha256, ["000.00.12.H30"], T0)
+    assert await store.inbox_revoke("doc-1", "000.00.12.H30", T0 + 1, "revoked") == 1
+    assert await store.inbox_list() == []
+    (entry,) = await store.inbox_list(pending=False)
+    assert entry.state == "revoked"
+    assert (await store.get_package(meta.sha256)).state == PackageState.DONE
+    assert await store.inbox_revoke("doc-1", "000.00.12.H30", T0 + 2) == 0
+    await store.inbox_ack(entry.entry_id, True, T0 + 3)  # a late retrieval changes nothing
+    assert (await store.inbox_list(pending=False))[0].state == "revoked"
+    assert await store.inbox_revoke("doc-unknown", "000.00.12.H30", T0 + 2) == 0
+
+
 async def test_quarantine_refused_package(store: Store) -> None:
     """A package that fails verification is quarantined with its reason."""
     data, meta = pkg()

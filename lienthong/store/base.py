@@ -131,6 +131,14 @@ class Store(Protocol):
         """
         ...
 
+    async def inbox_revoke(
+        self, document_id: str, recipient: str, now: float, reason: str = ""
+    ) -> int:
+        """Mark the document ``document_id`` delivered here for ``recipient`` as revoked: it
+        leaves the pending list and is no longer offered; its bytes are kept. How many entries
+        changed (0 when there was none, or it was revoked already)."""
+        ...
+
     async def record_receipt(self, receipt: Receipt) -> None:
         """Record a receipt (status code, retrieval, or hop) for its document."""
         ...

@@ -29,6 +29,7 @@ Transfer (one per package and next hop)::
 Inbox entry (a package delivered here, per local recipient)::
 
     new -> done | failed (the office software's updateStatus); failed -> done | failed
+    new | failed | done -> revoked (the sender revoked or replaced the document)
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ class TransferState(enum.StrEnum):
 
 
 class InboxState(enum.StrEnum):
-    """Whether the office software has retrieved an inbox entry."""
+    """Whether the office software has retrieved an inbox entry, or the sender revoked it."""
 
     NEW = "new"
     DONE = "done"
     FAILED = "failed"
+    REVOKED = "revoked"
 
 
 _P = PackageState
@@ -99,9 +101,10 @@ TRANSFER_TRANSITIONS: Mapping[TransferState, frozenset[TransferState]] = {
 }
 
 INBOX_TRANSITIONS: Mapping[InboxState, frozenset[InboxState]] = {
-    InboxState.NEW: frozenset({InboxState.DONE, InboxState.FAILED}),
-    InboxState.FAILED: frozenset({InboxState.DONE, InboxState.FAILED}),
-    InboxState.DONE: frozenset(),
+    InboxState.NEW: frozenset({InboxState.DONE, InboxState.FAILED, InboxState.REVOKED}),
+    InboxState.FAILED: frozenset({InboxState.DONE, InboxState.FAILED, InboxState.REVOKED}),
+    InboxState.DONE: frozenset({InboxState.REVOKED}),
+    InboxState.REVOKED: frozenset(),
 }
 
 # Packages in these states are still being worked on, so they can grow too old.

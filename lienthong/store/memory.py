@@ -42,6 +42,9 @@ from lienthong.store.model import (
     ReceiveResult,
 )
 
+_SETTLED = (InboxState.DONE.value, InboxState.REVOKED.value)
+"""Inbox states that are no longer pending."""
+
 
 @dataclass
 class _Transfer:
@@ -189,7 +192,7 @@ class MemoryStore:
             t.package_id == pid and t.state != TransferState.ACKED
             for t in self.data.transfers.values()
         )
-        open_entries = any(e.package_id == pid and e.state != "done" for e in self.data.inbox)
+        open_entries = any(e.package_id == pid and e.state not in _SETTLED for e in self.data.inbox)
         done_from = (PackageState.ROUTED, PackageState.DELIVERED, PackageState.EXPIRED)
         if rec.state in done_from and not open_transfers and not open_entries:
             self._move_package(pid, PackageState.DONE, now)
@@ -517,7 +520,7 @@ class MemoryStore:
             e
             for e in self.data.inbox
             if (recipient is None or e.recipient == recipient)
-            and not (pending and e.state == "done")
+            and not (pending and e.state in _SETTLED)
         ]
 
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
@@ -525,8 +528,8 @@ class MemoryStore:
         if not 1 <= entry_id <= len(self.data.inbox):
             raise UnknownId(f"no inbox entry {entry_id}")
         entry = self.data.inbox[entry_id - 1]
-        if entry.state == InboxState.DONE.value:
-            return  # retrieved already: a repeated acknowledgement changes nothing
+        if entry.state in _SETTLED:
+            return  # retrieved or revoked already: a repeated acknowledgement changes nothing
         to = InboxState.DONE if ok else InboxState.FAILED
         check("inbox entry", str(entry_id), entry.state, to)
         self.data.inbox[entry_id - 1] = replace(entry, state=to.value)
@@ -542,6 +545,26 @@ class MemoryStore:
             )
         )
         self._maybe_done(entry.package_id, now)
+
+    async def inbox_revoke(
+        self, document_id: str, recipient: str, now: float, reason: str = ""
+    ) -> int:
+        """Mark the document's entries for ``recipient`` revoked; how many changed."""
+        count = 0
+        for i, entry in enumerate(self.data.inbox):
+            if (
+                entry.document_id == document_id
+                and entry.recipient == recipient
+                and entry.kind == "edoc"
+                and entry.state != InboxState.REVOKED.value
+            ):
+                check("inbox entry", str(entry.entry_id), entry.state, InboxState.REVOKED)
+                self.data.inbox[i] = replace(entry, state=InboxState.REVOKED.value)
+                entry_id = str(entry.entry_id)
+                self._log(now, "inbox entry", entry_id, entry.state, InboxState.REVOKED, reason)
+                self._maybe_done(entry.package_id, now)
+                count += 1
+        return count
 
     async def record_receipt(self, receipt: Receipt) -> None:
         """Record a receipt for its document."""

@@ -147,7 +147,8 @@ class Conflict:
 
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
-    """A package delivered here for ``recipient``; ``state`` new, done or failed (retrieval)."""
+    """A package delivered here for ``recipient``; ``state`` new, done or failed (retrieval),
+    or revoked (by its sender)."""
 
     entry_id: int
     package_id: str
@@ -155,7 +156,7 @@ class InboxEntry:
     kind: PackageKind
     sender: str
     recipient: str
-    state: Literal["new", "done", "failed"]
+    state: Literal["new", "done", "failed", "revoked"]
     added_at: float
 
 

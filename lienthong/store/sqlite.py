@@ -889,7 +889,8 @@ class SqliteStore:
         rows = await self._rows(
             "SELECT i.*, p.document_id, p.kind, p.sender FROM inbox i"
             " JOIN packages p USING (package_id)"
-            " WHERE (? IS NULL OR recipient = ?) AND (? = 0 OR i.state != 'done')"
+            " WHERE (? IS NULL OR recipient = ?)"
+            " AND (? = 0 OR i.state NOT IN ('done', 'revoked'))"
             " ORDER BY entry_id",
             (recipient, recipient, int(pending)),
         )
@@ -918,8 +919,8 @@ class SqliteStore:
             )
             if row is None:
                 raise UnknownId(f"no inbox entry {entry_id}")
-            if row["state"] == InboxState.DONE:
-                return  # retrieved already: a repeated acknowledgement changes nothing
+            if row["state"] in (InboxState.DONE, InboxState.REVOKED):
+                return  # retrieved or revoked already: a repeated acknowledgement changes nothing
             to_state = InboxState.DONE if ok else InboxState.FAILED
             await tx.move("inbox entry", entry_id, to_state, now, detail)
             await _add_receipt(
@@ -936,6 +937,25 @@ class SqliteStore:
             await _maybe_done(tx, row["package_id"], now)
 
         await self._write(op)
+
+    async def inbox_revoke(
+        self, document_id: str, recipient: str, now: float, reason: str = ""
+    ) -> int:
+        """Mark the document's entries for ``recipient`` revoked; how many changed."""
+
+        async def op(tx: _Tx) -> int:
+            rows = await tx.all(
+                "SELECT i.entry_id, i.package_id FROM inbox i JOIN packages p USING (package_id)"
+                " WHERE p.document_id = ? AND i.recipient = ? AND p.kind = 'edoc'"
+                " AND i.state != 'revoked'",
+                (document_id, recipient),
+            )
+            for row in rows:
+                await tx.move("inbox entry", row["entry_id"], InboxState.REVOKED, now, reason)
+                await _maybe_done(tx, row["package_id"], now)
+            return len(list(rows))
+
+        return await self._write(op)
 
     async def record_receipt(self, receipt: Receipt) -> None:
         """Record a receipt for its document."""
@@ -1083,7 +1103,8 @@ async def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
     row = await tx.one(
         "SELECT state,"
         " (SELECT count(*) FROM transfers WHERE package_id = p.package_id AND state != 'acked'),"
-        " (SELECT count(*) FROM inbox WHERE package_id = p.package_id AND state != 'done')"
+        " (SELECT count(*) FROM inbox WHERE package_id = p.package_id"
+        "  AND state NOT IN ('done', 'revoked'))"
         " FROM packages p WHERE package_id = ?",
         (package_id,),
     )
