@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -244,6 +245,9 @@ class Link:
             timeout=settings.connect_timeout,
             tls_context=self._tls,
             logger=self._logger,
+            # Frames and hop receipts are small and answered at once: without TCP_NODELAY,
+            # Nagle's algorithm holds each one back by tens of milliseconds per hop.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         client.pending_calls_threshold = _PENDING_CALLS_WARNING
         async with client:
