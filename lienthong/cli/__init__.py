@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "lienthong.cli.store_cmds",
     "lienthong.cli.node_cmds",
     "lienthong.cli.office_cmds",
+    "lienthong.cli.report_cmds",
 )
 
 
