@@ -11,14 +11,13 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lienthong import receipts
 from lienthong.cli.node_cmds import local_processor
-from lienthong.cli.store_cmds import config_arg
-from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
+from lienthong.cli.store_cmds import config_arg, configs_arg, load_configs
+from lienthong.config import Config, load_config
 from lienthong.edxml import EdocPackage, build, parse
 from lienthong.edxml.model import STATUS_CODES, Organization
 from lienthong.errors import LienthongError
@@ -65,14 +64,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     tr = sub.add_parser("trace", help="the life of a document: hops, deliveries, statuses")
     tr.add_argument("document_id", metavar="DOCID")
     tr.add_argument("--json", action="store_true", help="one JSON array, for programs")
-    tr.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        metavar="FILE",
-        help="node configuration; repeat to merge the views of several nodes"
-        f" (default {DEFAULT_CONFIG_PATH})",
-    )
+    configs_arg(tr, "the views of several nodes")
     tr.set_defaults(func=_trace)
 
 
@@ -160,8 +152,7 @@ async def _view(config: Config, document_id: str) -> NodeView:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    paths: Sequence[Path] = args.config or [DEFAULT_CONFIG_PATH]
-    configs = [load_config(p) for p in paths]
+    configs = load_configs(args)
 
     async def main() -> list[NodeView]:
         return [await _view(c, args.document_id) for c in configs]

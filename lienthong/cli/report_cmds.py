@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
+from lienthong.cli.store_cmds import configs_arg, load_configs
+from lienthong.config import Config
 from lienthong.errors import LienthongError
 from lienthong.node import load_directory
 from lienthong.report import NodeRecords, Period, compute, read_node, served_by, to_csv
@@ -55,14 +56,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="write here instead of standard output (CSV files start with a UTF-8 byte-order"
         " mark so spreadsheets read Vietnamese names right)",
     )
-    report.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        metavar="FILE",
-        help="node configuration; repeat to merge the nodes of one server or province"
-        f" (default {DEFAULT_CONFIG_PATH})",
-    )
+    configs_arg(report, "the nodes of one server or province")
     report.set_defaults(func=_report)
 
 
@@ -95,7 +89,7 @@ def _write(path: Path, data: bytes) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     period = Period(args.first, args.last)
-    configs = [load_config(p) for p in args.config or [DEFAULT_CONFIG_PATH]]
+    configs = load_configs(args)
     names: dict[str, str] = {}
     sources: list[tuple[Config, tuple[str, ...]]] = []
     for config in configs:

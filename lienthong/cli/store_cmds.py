@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lienthong.config import DEFAULT_CONFIG_PATH, load_config
+from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
 from lienthong.errors import LienthongError
 from lienthong.store.sqlite import DB_NAME, SqliteStore
 
@@ -44,6 +44,23 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"daemon configuration (default {DEFAULT_CONFIG_PATH})",
     )
+
+
+def configs_arg(parser: argparse.ArgumentParser, merged: str) -> None:
+    """Add a repeatable ``--config FILE``: commands that merge the views of several nodes
+    (``merged`` says what is merged, for the help text)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help=f"node configuration; repeat to merge {merged} (default {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def load_configs(args: argparse.Namespace) -> list[Config]:
+    """The configurations named by a repeatable ``--config``, or the default one."""
+    return [load_config(p) for p in args.config or [DEFAULT_CONFIG_PATH]]
 
 
 def _run(
