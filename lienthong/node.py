@@ -11,6 +11,10 @@ Run: one task group with named tasks (``link:<name>``, ``sender:<neighbour>``,
 (systemd restarts it); faults of the world (a broker down, a bad package) are handled inside
 the tasks and never end them.
 
+Operators: the local HTTP server that serves the office-software API also serves ``/metrics``,
+``/healthz`` and the status page (:mod:`lienthong.statuspage`); the receiver, the senders and
+the processor count into one :class:`~lienthong.metrics.Metrics` per node.
+
 Stop (SIGTERM or SIGINT): intake stops (the office-software API closes, no new transfer frames
 are taken, no new transfers leased), transfers in flight get ``daemon.drain_grace_s`` to
 receive their hop receipts, then everything is cancelled. Work cut short stays in the store
@@ -20,6 +24,7 @@ and resumes on the next start.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import tomllib
 from collections.abc import Callable, Iterable
@@ -35,9 +40,11 @@ from lienthong.gateway import Listener, start_gateway
 from lienthong.gateway.spool import Spool
 from lienthong.keyfiles import load_identity, load_trust_store, read_passphrase
 from lienthong.logs import get_logger
+from lienthong.metrics import Metrics
 from lienthong.processing import Processor
 from lienthong.sdnotify import Notifier, watchdog_interval
-from lienthong.store import SqliteStore
+from lienthong.statuspage import Operator, operator_routes
+from lienthong.store import PackageState, SqliteStore
 from lienthong.transport.frames import max_chunk_for
 from lienthong.transport.link import Link, LinkSettings, OnMessage
 from lienthong.transport.receiver import Receiver
@@ -48,6 +55,9 @@ _log = get_logger("lienthong.node")
 
 HOUSEKEEPING_S = 60.0
 """How often expired packages and transfers are dead-lettered."""
+
+_IN_PROGRESS = (PackageState.STORED, PackageState.VERIFIED, PackageState.ROUTED)
+"""Packages whose documents the status page lists after a restart."""
 
 
 def load_directory(config: Config) -> Directory:
@@ -100,6 +110,9 @@ class Node:
         self.directory = load_directory(config)
         self.identity, self.trust = load_keys(config)
         self.store = SqliteStore(config.node.state_dir, config.store)
+        self.metrics = Metrics()
+        self.requeue_token = secrets.token_urlsafe(32)
+        """Sent back by the status page with a requeue; a page elsewhere cannot read it."""
         self.receipts = ReceiptWaiter()
         self._work: asyncio.Queue[str] = asyncio.Queue()
         self.links = self._make_links()
@@ -109,6 +122,7 @@ class Node:
             on_package=self._work.put,
             max_package_bytes=config.transfer.max_package_bytes,
             clock=clock,
+            metrics=self.metrics,
         )
         self.senders = self._make_senders()
         self.processor = Processor(
@@ -122,6 +136,7 @@ class Node:
             max_age_s=config.store.package_max_age_s,
             clock=clock,
             on_enqueued=self._wake_senders,
+            metrics=self.metrics,
         )
         self._stop = asyncio.Event()
         self.gateway: Listener | None = None
@@ -205,6 +220,7 @@ class Node:
                 window=transfer.window,
                 poll=transfer.poll_s,
                 clock=self.clock,
+                metrics=self.metrics,
             )
         return senders
 
@@ -232,6 +248,7 @@ class Node:
             if not await self._wait_links_up():
                 await self._cancel(tasks)
                 return
+            await self._remember_in_progress()
             resumed = await self.processor.resume()
             tasks += [
                 tg.create_task(sender.run(), name=f"sender:{hop}")
@@ -256,13 +273,41 @@ class Node:
             return None
         try:
             return await start_gateway(
-                settings, self.processor, self.store, self.directory, self.clock
+                settings,
+                self.processor,
+                self.store,
+                self.directory,
+                self.clock,
+                routes=operator_routes(self.operator()),
             )
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
                 key="gateway.port",
             ) from exc
+
+    def operator(self) -> Operator:
+        """What the operator's routes (metrics, health, status page) read of this node."""
+        return Operator(
+            node=self.me,
+            store=self.store,
+            links=self.links,
+            hops=tuple(self.senders),
+            identity=self.identity,
+            state_dir=self.config.node.state_dir,
+            metrics=self.metrics,
+            token=self.requeue_token,
+            listen_host=self.config.gateway.host,
+            on_requeued=lambda: self._wake_senders(self.senders),
+            clock=self.clock,
+        )
+
+    async def _remember_in_progress(self) -> None:
+        """List the documents still in progress on the status page after a restart."""
+        records = [r for state in _IN_PROGRESS for r in await self.store.packages(state)]
+        for record in sorted(records, key=lambda r: r.updated_at):
+            if record.meta.kind == "edoc":
+                self.metrics.recent.append(record.package_id)
 
     def _spool(self) -> Spool:
         settings = self.config.spool
@@ -331,6 +376,8 @@ class Node:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             expired = await self.store.expire(self.clock())
+            for _ in expired.packages:
+                self.metrics.refused("expiry", "expired")
             if expired.packages or expired.transfers:
                 _log.warning(
                     "dead_lettered_by_age",

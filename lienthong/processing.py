@@ -43,6 +43,7 @@ from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, v
 from lienthong.edxml.model import Organization
 from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
+from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageState, Receipt, Store
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
@@ -103,9 +104,11 @@ class Processor:
         max_age_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
         on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
-        ``max_age_s`` is the store's package age limit, named in expiry notices."""
+        ``max_age_s`` is the store's package age limit, named in expiry notices; ``metrics``
+        counts submissions, deliveries, refusals, signature checks and status 01 latencies."""
         self.me = me
         self.directory = directory
         self.identity = identity
@@ -116,6 +119,7 @@ class Processor:
         self.max_age_s = max_age_s
         self.clock = clock
         self.on_enqueued = on_enqueued
+        self.metrics = metrics or Metrics()
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -128,22 +132,31 @@ class Processor:
         """
         result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
         if not result.ok or result.package is None:
+            self.metrics.refused("submission", "invalid")
             raise SubmissionRefused([f"{p.path}: {p.message}" for p in result.problems])
         pkg = result.package
-        problems = self._submission_problems(pkg)
+        problems, cause = self._submission_problems(pkg)
         if problems:
+            self.metrics.refused("submission", cause)
             raise SubmissionRefused(problems)
         signed = data if pkg.signed else await asyncio.to_thread(sign_package, data, self.identity)
-        return await self._store_and_route(signed, pkg)
+        self.metrics.submitting(pkg.document_id, self.clock())
+        submitted = await self._store_and_route(signed, pkg)
+        if not submitted.duplicate:
+            self.metrics.submitted(pkg.kind, submitted.package_id)
+        return submitted
 
-    def _submission_problems(self, pkg: Package) -> list[str]:
+    def _submission_problems(self, pkg: Package) -> tuple[list[str], RefusalReason]:
+        """Why the package cannot be sent from here (none: an empty list), and the
+        refusal label that groups them."""
         sender = pkg.sender
         if sender not in self.directory:
-            return [f"the sending agency {sender} is not in this node's directory"]
+            return [f"the sending agency {sender} is not in this node's directory"], "other"
         if self.directory.serving_node(sender) != self.me:
-            return [f"this node ({self.me}) does not serve the sending agency {sender}"]
+            return [f"this node ({self.me}) does not serve the sending agency {sender}"], "other"
         split = split_by_next_hop(self.me, self.directory, _recipients_of(pkg))
-        return [f"recipient {code}: {why}" for code, why in split.refused.items()]
+        problems = [f"recipient {code}: {why}" for code, why in split.refused.items()]
+        return problems, "unknown_recipient"
 
     async def _store_and_route(self, signed: bytes, pkg: Package) -> Submitted:
         now = self.clock()
@@ -183,6 +196,7 @@ class Processor:
             _log.info("package_routed", document_id=pkg.document_id, hops=hops)
             self.on_enqueued(hops)
         if split.refused:
+            self.metrics.refused("routing", "unknown_recipient")
             reasons = [f"recipient {code}: {why}" for code, why in split.refused.items()]
             _log.warning("recipients_refused", document_id=pkg.document_id, reasons=reasons)
             if isinstance(pkg, EdocPackage):
@@ -199,6 +213,7 @@ class Processor:
         if record.state != PackageState.VERIFIED:
             await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
         await self.store.inbox_add(package_id, local, now)
+        self.metrics.delivered(pkg.kind, len(local))
         _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
         if isinstance(pkg, StatusPackage):
             await self.store.record_receipt(
@@ -211,6 +226,7 @@ class Processor:
                     pkg.description or "",
                 )
             )
+            self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
             return
         for recipient in local:
             await self._answer(pkg, recipient, receipts.ARRIVED, ())
@@ -227,6 +243,7 @@ class Processor:
         result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
         pkg = result.package
         problems = [f"{p.path}: {p.message}" for p in result.problems]
+        signature_refused = False
         if split.local and record.state == PackageState.STORED:
             verification = await asyncio.to_thread(
                 verify_package,
@@ -236,9 +253,12 @@ class Processor:
                 policy=self.policy,
                 signer_binding=self._may_sign,
             )
+            self.metrics.signature_checked(verification.valid)
             if not verification.valid:
+                signature_refused = True
                 problems = [*verification.reasons, *problems]
         if pkg is None or (split.local and problems):
+            self.metrics.refused("reception", "signature" if signature_refused else "invalid")
             await self._refuse(package_id, record.meta.document_id, pkg, split.local, problems)
             return
         await self._route(package_id, pkg, record.meta.recipients)

@@ -27,7 +27,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,10 +390,12 @@ def make_app(
     *,
     policy: HashPolicy = HashPolicy.REFUSE,
     max_body_bytes: int | None = None,
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
     """The aiohttp application: every path whose last segment names an operation.
 
-    ``max_body_bytes`` defaults to the processor's largest package plus a margin.
+    ``max_body_bytes`` defaults to the processor's largest package plus a margin; ``routes``
+    (the operator's pages) are matched before the operations.
     """
     gateway = Gateway(
         processor=processor,
@@ -405,6 +407,7 @@ def make_app(
     )
     limit = max_body_bytes or processor.max_package_bytes + BODY_MARGIN
     app = web.Application(client_max_size=limit)
+    app.router.add_routes(routes)
     app.router.add_route("*", "/{path:.*}", gateway.handle)
     return app
 
@@ -461,8 +464,10 @@ async def start_gateway(
     store: Store,
     directory: Directory,
     clock: Callable[[], float] = time.time,
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> Listener:
-    """Load the clients, build the application and listen, all from ``[gateway]``."""
+    """Load the clients, build the application (with ``routes`` before the operations) and
+    listen, all from ``[gateway]``."""
     app = make_app(
         processor,
         store,
@@ -470,6 +475,7 @@ async def start_gateway(
         load_clients(settings),
         clock,
         policy=HashPolicy(settings.unverifiable_hash),
+        routes=routes,
     )
     return await serve(
         app,

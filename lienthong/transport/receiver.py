@@ -24,6 +24,7 @@ import structlog
 from lienthong.edxml import parse
 from lienthong.errors import LienthongError
 from lienthong.logs import get_logger
+from lienthong.metrics import Metrics
 from lienthong.store import PackageMeta, ReceiveOutcome, Store
 from lienthong.transport.frames import (
     FrameError,
@@ -65,13 +66,16 @@ class Receiver:
         max_package_bytes: int,
         partial_ttl: float = 600.0,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics`` counts bytes, packages stored, duplicates and refused frames."""
         self.store = store
         self.receipts = receipts
         self.on_package = on_package
         self.max_package_bytes = max_package_bytes
         self.partial_ttl = partial_ttl
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.accepting = True
         self._partial: dict[tuple[str, str], tuple[Reassembler, float]] = {}
         self.received = 0
@@ -88,10 +92,12 @@ class Receiver:
 
     async def on_frame(self, link: Link, sender: str, payload: bytes) -> None:
         """Act on one frame from ``sender`` (proven by the broker's ACL)."""
+        self.metrics.bytes_in(sender, len(payload))
         try:
             frame = decode_frame(payload)
         except FrameError as exc:
             self.refused += 1
+            self.metrics.frame_refused(sender)
             _log.warning("frame_refused", peer=sender, reason=str(exc))
             return
         if isinstance(frame, HopReceipt):
@@ -121,6 +127,7 @@ class Receiver:
         except FrameError as exc:
             self._partial.pop(key, None)
             self.refused += 1
+            self.metrics.frame_refused(sender)
             _log.warning(
                 "transfer_refused", peer=sender, transfer_id=frame.transfer_id, reason=str(exc)
             )
@@ -151,18 +158,22 @@ class Receiver:
                 package.transfer_id, data, meta, sender, self.clock()
             )
             if result.outcome == ReceiveOutcome.CONFLICT:
+                self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
                 return
-            receipt = HopReceipt(package.transfer_id, meta.sha256)
+            receipt = encode_frame(HopReceipt(package.transfer_id, meta.sha256))
             try:
-                await link.publish(sender, encode_frame(receipt))
+                await link.publish(sender, receipt)
+                self.metrics.bytes_out(sender, len(receipt))
             except LinkDown as exc:
                 # The sender will send again and get its receipt then.
                 _log.warning("hop_receipt_not_sent", reason=str(exc))
             if result.outcome == ReceiveOutcome.DUPLICATE:
                 self.duplicates += 1
+                self.metrics.duplicate(sender)
                 _log.info("transfer_duplicate")
                 return
             self.received += 1
+            self.metrics.received(package.kind, sender, result.package_id)
             _log.info("transfer_stored", size=len(data), recipients=list(package.recipients))
             await self.on_package(result.package_id)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from lienthong.logs import get_logger
+from lienthong.metrics import Metrics
 from lienthong.store import Lease, Store
 from lienthong.transport.frames import encode_frame, split_into_frames
 from lienthong.transport.link import Link, LinkDown
@@ -67,7 +68,9 @@ class HopSender:
         window: int,
         poll: float,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics`` counts bytes, acknowledged transfers, failures and hop latencies."""
         self.neighbour = neighbour
         self.link = link
         self.store = store
@@ -76,6 +79,7 @@ class HopSender:
         self.receipt_timeout = receipt_timeout
         self.poll = poll
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self._slots = asyncio.Semaphore(window)
         self._wake = asyncio.Event()
         self._taking = True
@@ -140,16 +144,22 @@ class HopSender:
                 frames = split_into_frames(
                     lease.transfer_id, lease.kind, lease.recipients, data, self.max_chunk
                 )
+                # Latency is measured on the monotonic clock: ``clock`` is for schedules.
+                started = time.monotonic()
                 for frame in frames:
-                    await self.link.publish(self.neighbour, encode_frame(frame))
+                    payload = encode_frame(frame)
+                    await self.link.publish(self.neighbour, payload)
+                    self.metrics.bytes_out(self.neighbour, len(payload))
                 async with asyncio.timeout(self.receipt_timeout):
                     await waiting
                 self.sent += 1
+                self.metrics.sent(lease.kind, self.neighbour, time.monotonic() - started)
                 _log.info("transfer_acked", attempt=lease.attempt, size=len(data))
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
                 self.failed += 1
                 outcome = await asyncio.shield(self.store.fail(lease, reason, self.clock()))
+                self.metrics.send_failed(self.neighbour, outcome.outcome.value)
                 _log.warning(
                     "transfer_failed",
                     attempt=lease.attempt,
