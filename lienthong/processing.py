@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from lienthong import receipts
+from lienthong import business, receipts
 from lienthong.directory import Directory
 from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, validate
 from lienthong.edxml.model import Organization
@@ -228,8 +228,32 @@ class Processor:
             )
             self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
             return
+        request = business.request_of(pkg)
         for recipient in local:
             await self._answer(pkg, recipient, receipts.ARRIVED, ())
+            if request is not None:
+                await self._apply(pkg, request, recipient, now)
+
+    async def _apply(
+        self, pkg: EdocPackage, request: business.Request, recipient: str, now: float
+    ) -> None:
+        """Carry out a revoke, update or replace request for ``recipient`` and answer 15/16."""
+        withdrawn = {
+            doc: await self.store.inbox_revoke(
+                doc, recipient, now, f"{request.kind.name.lower()}d by {pkg.document_id}"
+            )
+            for doc in request.withdraw
+        }
+        code, reasons = business.answer(request, withdrawn)
+        _log.info(
+            "business_request_applied",
+            document_id=pkg.document_id,
+            request=request.kind.name.lower(),
+            recipient=recipient,
+            status=code,
+            withdrawn=withdrawn,
+        )
+        await self._answer(pkg, recipient, code, reasons)
 
     # -- reception ----------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@ duplicates, local delivery with status 01, expiry answered with status 02."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 from conftest import PROVINCE
 
-from lienthong.edxml import build, new_edoc, parse
+from lienthong.edxml import BusinessDocType, build, new_edoc, parse
+from lienthong.edxml.model import Business
 from lienthong.processing import Processor, SubmissionRefused
 from lienthong.store import PackageState
 
@@ -98,3 +100,35 @@ async def test_expired_document_is_answered_with_status_02(province: Processor) 
         refusals = [r for r in receipts if r.code == "02"]
         assert len(refusals) == 1
         assert "expired" in refusals[0].detail
+
+
+def _revoke(target: str, number: str) -> bytes:
+    pkg = new_edoc(
+        from_code=PROVINCE,
+        to_codes=[DEPARTMENT],
+        subject="Thu hồi văn bản",
+        attachments=[],
+        today=dt.date.today(),
+        number=number,
+    )
+    return build(dataclasses.replace(pkg, business=Business(target, BusinessDocType.REVOKE)))
+
+
+async def test_revocation_marks_the_copy_revoked_and_is_answered_15(
+    province: Processor,
+) -> None:
+    """A revoke request for a document delivered here withdraws that copy from the pending
+    inbox and is answered 15; one for a document never delivered here is answered 16."""
+    async with province.store:
+        original = await province.submit(_document(PROVINCE, [DEPARTMENT], "7"))
+        revoke = await province.submit(_revoke(original.document_id, "8"))
+        entries = await province.store.inbox_list(recipient=DEPARTMENT, pending=False)
+        states = {e.document_id: e.state for e in entries}
+        assert states[original.document_id] == "revoked"
+        assert states[revoke.document_id] == "new"
+        codes = [r.code for r in await province.store.receipts(revoke.document_id)]
+        assert "15" in codes
+        stray = await province.submit(_revoke("000.00.00.H49,2026/01/01,1/VT", "9"))
+        refusals = [r for r in await province.store.receipts(stray.document_id) if r.code == "16"]
+        assert len(refusals) == 1
+        assert "was not delivered here" in refusals[0].detail
