@@ -29,10 +29,8 @@ Series (all prefixed ``lienthong_``)::
     intake_blocked                            1 while the store refuses new packages
     link_up{link,broker}                      1 up, 0 connecting or down
 
-The store reports one oldest waiting transfer for the whole node
-(:attr:`QueueSummary.oldest_waiting`): ``queue_oldest_waiting_seconds`` carries its age under
-its next hop, 0 for hops with nothing waiting, and no sample for other hops that have a
-backlog, whose oldest age the store does not give (it is at most the node's oldest).
+``queue_oldest_waiting_seconds`` is the age of the oldest queued or in-flight transfer for
+each next hop (:attr:`QueueSummary.oldest_per_hop`), 0 for hops with nothing waiting.
 
 The end-to-end latency pairs a status 01 with the submission time remembered in memory (the
 last :data:`E2E_REMEMBERED` submissions): a status 01 for a document submitted before a restart
@@ -179,7 +177,7 @@ class Metrics:
         )
         self._oldest = gauge(
             "lienthong_queue_oldest_waiting_seconds",
-            "Age of the node's oldest waiting transfer under its next hop; 0 where none waits.",
+            "Age of the oldest waiting transfer per next hop; 0 where none waits.",
             ["next_hop"],
         )
         self._dead = gauge(
@@ -297,15 +295,11 @@ class Metrics:
     def _set_queues(self, summary: QueueSummary, hops: Iterable[str]) -> None:
         self._queue.clear()
         self._oldest.clear()
-        oldest = summary.oldest_waiting
         for hop in sorted({*hops, *summary.per_hop}):
             counts = summary.per_hop.get(hop, {})
             for state in _WAITING:
                 self._queue.labels(hop, state).set(counts.get(state, 0))
-            if oldest is not None and oldest.next_hop == hop:
-                self._oldest.labels(hop).set(oldest.age_s)
-            elif not any(counts.get(state, 0) for state in _WAITING):
-                self._oldest.labels(hop).set(0)
+            self._oldest.labels(hop).set(summary.oldest_per_hop.get(hop, 0.0))
 
     def _set_dead(self, dead: Iterable[DeadLetter]) -> None:
         counts = {"transfer": 0, "package": 0}

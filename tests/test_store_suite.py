@@ -299,7 +299,8 @@ async def test_quarantine_refused_package(store: Store) -> None:
 
 
 async def test_queue_summary_counts_and_oldest(store: Store) -> None:
-    """The summary counts per state and per hop and names the oldest waiting transfer."""
+    """The summary counts per state and per hop and gives the oldest waiting transfer, for
+    the node and for each next hop."""
     (_t1,) = await routed(store, 1)
     await routed(store, 2, hops=("000.00.00.H31",))
     summary = await store.queue_summary(T0 + 60)
@@ -307,6 +308,7 @@ async def test_queue_summary_counts_and_oldest(store: Store) -> None:
     assert summary.per_hop == {"000.00.00.H30": {"queued": 1}, "000.00.00.H31": {"queued": 1}}
     assert summary.oldest_waiting is not None
     assert summary.oldest_waiting.age_s == 60
+    assert summary.oldest_per_hop == {"000.00.00.H30": 60, "000.00.00.H31": 60}
     assert summary.packages == {"routed": 2}
 
 

@@ -596,6 +596,10 @@ class MemoryStore:
             if t.state in (TransferState.QUEUED, TransferState.IN_FLIGHT)
         ]
         first = min(waiting, key=lambda t: t.created_at) if waiting else None
+        oldest_per_hop: dict[str, float] = {}
+        for t in waiting:
+            age = now - t.created_at
+            oldest_per_hop[t.next_hop] = max(age, oldest_per_hop.get(t.next_hop, 0.0))
         return QueueSummary(
             packages,
             transfers,
@@ -605,6 +609,7 @@ class MemoryStore:
             else None,
             sum(r.duplicates for r in self.data.received.values()),
             len(self.data.conflicts),
+            oldest_per_hop,
         )
 
     async def journal_verify(self) -> JournalReport:

@@ -200,3 +200,5 @@ class QueueSummary:
     oldest_waiting: OldestWaiting | None = None
     duplicates_suppressed: int = 0
     conflicts: int = 0
+    oldest_per_hop: Mapping[str, float] = field(default_factory=dict)
+    """Age in seconds of the oldest queued or in-flight transfer, per next hop that has one."""

@@ -1011,6 +1011,13 @@ class SqliteStore:
         )
         dup = await self._row("SELECT coalesce(sum(duplicates), 0) FROM received")
         conflicts = await self._row("SELECT count(*) FROM conflicts")
+        oldest_per_hop = {
+            hop: now - created
+            for hop, created in await self._rows(
+                "SELECT next_hop, min(created_at) FROM transfers"
+                " WHERE state IN ('queued', 'in_flight') GROUP BY next_hop"
+            )
+        }
         return QueueSummary(
             packages,
             transfers,
@@ -1020,6 +1027,7 @@ class SqliteStore:
             else None,
             int(dup[0]) if dup else 0,
             int(conflicts[0]) if conflicts else 0,
+            oldest_per_hop,
         )
 
     async def journal_verify(self) -> JournalReport:
