@@ -7,7 +7,7 @@ the brokers are started. READY is announced to systemd only when the store is op
 link is up; packages a previous run left half-done are resumed before that.
 
 Run: one task group with named tasks (``link:<name>``, ``sender:<neighbour>``,
-``processor``, ``housekeeping``, ``watchdog``). A failing task is a bug and stops the daemon
+``processor:<n>``, ``housekeeping``, ``watchdog``). A failing task is a bug and stops the daemon
 (systemd restarts it); faults of the world (a broker down, a bad package) are handled inside
 the tasks and never end them.
 
@@ -52,6 +52,9 @@ from lienthong.transport.sender import HopSender, ReceiptWaiter
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy
 
 _log = get_logger("lienthong.node")
+
+PROCESSORS = 4
+"""Received packages verified and routed at once (their checks run in worker threads)."""
 
 HOUSEKEEPING_S = 60.0
 """How often expired packages and transfers are dead-lettered."""
@@ -243,7 +246,10 @@ class Node:
             tasks: list[asyncio.Task[Any]] = [
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
-            tasks.append(tg.create_task(self._process(), name="processor"))
+            tasks += [
+                tg.create_task(self._process(), name=f"processor:{i}")
+                for i in range(PROCESSORS)
+            ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if not await self._wait_links_up():
                 await self._cancel(tasks)
@@ -342,6 +348,7 @@ class Node:
             sender.stop_taking()
         try:
             async with asyncio.timeout(grace):
+                await self.receiver.drain()
                 await asyncio.gather(*(s.drain() for s in self.senders.values()))
                 await self._work.join()
         except TimeoutError:

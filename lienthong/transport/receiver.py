@@ -65,10 +65,12 @@ class Receiver:
         on_package: Callable[[str], Awaitable[None]],
         max_package_bytes: int,
         partial_ttl: float = 600.0,
+        concurrency: int = 32,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ) -> None:
-        """``metrics`` counts bytes, packages stored, duplicates and refused frames."""
+        """``metrics`` counts bytes, packages stored, duplicates and refused frames;
+        ``concurrency`` bounds the packages being stored at once."""
         self.store = store
         self.receipts = receipts
         self.on_package = on_package
@@ -77,6 +79,8 @@ class Receiver:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.accepting = True
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._partial: dict[tuple[str, str], tuple[Reassembler, float]] = {}
         self.received = 0
         self.duplicates = 0
@@ -137,7 +141,30 @@ class Receiver:
             self._forget_stale(now)
             return
         self._partial.pop(key, None)
-        await self._on_package(link, sender, package)
+        # Storing waits for a commit: done in its own task, so the link goes on reading frames
+        # and packages arriving together share one commit (and one flush).
+        await self._slots.acquire()
+        task = asyncio.create_task(
+            self._store_package(link, sender, package), name=f"receive:{package.transfer_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_package(self, link: Link, sender: str, package: Package) -> None:
+        try:
+            await self._on_package(link, sender, package)
+        except LienthongError as exc:
+            # Not stored (disk full, database locked): no receipt, so the sender sends again.
+            _log.error(
+                "transfer_not_stored", peer=sender, transfer_id=package.transfer_id, reason=str(exc)
+            )
+        finally:
+            self._slots.release()
+
+    async def drain(self) -> None:
+        """Wait until the packages being stored are stored (and answered)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def _forget_stale(self, now: float) -> None:
         stale = [k for k, (_, seen) in self._partial.items() if now - seen > self.partial_ttl]
