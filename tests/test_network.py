@@ -361,3 +361,36 @@ def test_inbox_ack_and_status_commands(net: Network, tmp_path: Path) -> None:
         lambda: any(r.code == "03" for r in receipts(net, COMMUNE_A, document_id)),
         net,
     )
+
+
+def test_spool_folders_carry_a_document_across_the_network(tmp_path: Path) -> None:
+    """A package dropped in the sender node's outbox/ reaches the recipient node's inbox/ folder
+    with its attachment extracted, and the sender's status/ folder gets the status 01."""
+    overrides = {**FAST, "spool": {"dir": "spool", "settle_s": 0.5, "poll_s": 0.2}}
+    network = Network(tmp_path / "net", TOPOLOGY.read_text(encoding="utf-8"), overrides=overrides)
+    spool_of = {code: node.workdir / "spool" for code, node in network.nodes.items()}
+    try:
+        network.start()
+        doc = write_document(tmp_path, COMMUNE_A, [DISTRICT_B], "Qua thư mục", "606")
+        (spool_of[COMMUNE_A] / "outbox" / ".partial.xml").write_bytes(doc.read_bytes())
+        (spool_of[COMMUNE_A] / "outbox" / ".partial.xml").rename(
+            spool_of[COMMUNE_A] / "outbox" / "cong-van.xml"
+        )
+        wait_for(
+            "the document in the recipient's inbox folder",
+            lambda: any((spool_of[DISTRICT_B] / "inbox").glob("*.xml")),
+            network,
+        )
+        (delivered,) = (spool_of[DISTRICT_B] / "inbox").glob("*.xml")
+        attachments = [p.name for p in delivered.with_suffix("").iterdir()]
+        assert attachments == ["cong-van.txt"]
+        wait_for(
+            "status 01 in the sender's status folder",
+            lambda: any((spool_of[COMMUNE_A] / "status").glob("*.01.*.xml")),
+            network,
+        )
+        assert not any((spool_of[COMMUNE_A] / "outbox").glob("*.xml"))
+        assert not any((spool_of[COMMUNE_A] / "rejected").iterdir())
+    finally:
+        network.stop()
+        network.kill()
