@@ -35,7 +35,7 @@ import structlog
 
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
-from lienthong.errors import ConfigError, LienthongError
+from lienthong.errors import ConfigError
 from lienthong.gateway import Listener, start_gateway
 from lienthong.gateway.spool import Spool
 from lienthong.keyfiles import load_identity, load_trust_store, read_passphrase
@@ -61,6 +61,12 @@ HOUSEKEEPING_S = 60.0
 
 _IN_PROGRESS = (PackageState.STORED, PackageState.VERIFIED, PackageState.ROUTED)
 """Packages whose documents the status page lists after a restart."""
+
+
+def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the long-running tasks: they never end by themselves."""
+    for task in tasks:
+        task.cancel()
 
 
 def load_directory(config: Config) -> Directory:
@@ -242,7 +248,21 @@ class Node:
     async def run(self) -> None:
         """Serve until :meth:`request_stop`, then drain and return."""
         structlog.contextvars.bind_contextvars(node=self.me)
-        async with self.store, asyncio.TaskGroup() as tg:
+        async with self.store:
+            # Work left half-done by a previous run is finished before any link delivers new
+            # frames, so the two never handle the same package at once.
+            await self._remember_in_progress()
+            resumed = await self.processor.resume()
+            try:
+                await self._serve(resumed)
+            finally:
+                if self.gateway is not None:
+                    await self.gateway.close()
+                    self.gateway = None
+        _log.info("node_stopped")
+
+    async def _serve(self, resumed: int) -> None:
+        async with asyncio.TaskGroup() as tg:
             tasks: list[asyncio.Task[Any]] = [
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
@@ -252,10 +272,8 @@ class Node:
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if not await self._wait_links_up():
-                await self._cancel(tasks)
+                _cancel(tasks)
                 return
-            await self._remember_in_progress()
-            resumed = await self.processor.resume()
             tasks += [
                 tg.create_task(sender.run(), name=f"sender:{hop}")
                 for hop, sender in self.senders.items()
@@ -269,8 +287,8 @@ class Node:
             _log.info("node_ready", status=status, resumed=resumed)
             await self._stop.wait()
             await self._drain()
-            await self._cancel(tasks)
-        _log.info("node_stopped")
+            self.receiver.cancel()
+            _cancel(tasks)
 
     async def _start_gateway(self) -> Listener | None:
         """The office-software API, when a port or a socket is configured."""
@@ -355,11 +373,6 @@ class Node:
             left = sum(s.in_flight for s in self.senders.values())
             _log.warning("drain_cut_short", in_flight=left)
 
-    @staticmethod
-    async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
-        for task in tasks:
-            task.cancel()
-
     def describe(self) -> str:
         """A one-line state for ``systemctl status``."""
         links = ", ".join(f"{name} {link.state}" for name, link in self.links.items())
@@ -373,25 +386,34 @@ class Node:
             package_id = await self._work.get()
             try:
                 await self.processor.process_received(package_id)
-            except LienthongError as exc:
+            except Exception as exc:  # one package must never stop the node
                 # The package stays stored in its state and is resumed at the next start.
-                _log.error("processing_failed", package_id=package_id, reason=str(exc))
+                _log.error(
+                    "processing_failed", package_id=package_id, reason=str(exc), exc_info=True
+                )
             finally:
                 self._work.task_done()
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            expired = await self.store.expire(self.clock())
-            for _ in expired.packages:
-                self.metrics.refused("expiry", "expired")
-            if expired.packages or expired.transfers:
-                _log.warning(
-                    "dead_lettered_by_age",
-                    packages=list(expired.packages),
-                    transfers=list(expired.transfers),
-                )
-                await self.processor.answer_expired(expired.packages)
+            try:
+                await self._expire()
+            except Exception as exc:  # retried at the next round; never stops the node
+                _log.error("housekeeping_failed", reason=str(exc), exc_info=True)
+
+    async def _expire(self) -> None:
+        """Dead-letter what is too old and tell the senders of expired documents."""
+        expired = await self.store.expire(self.clock())
+        for _ in expired.packages:
+            self.metrics.refused("expiry", "expired")
+        if expired.packages or expired.transfers:
+            _log.warning(
+                "dead_lettered_by_age",
+                packages=list(expired.packages),
+                transfers=list(expired.transfers),
+            )
+            await self.processor.answer_expired(expired.packages)
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval()

@@ -46,6 +46,7 @@ from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageState, Receipt, Store
+from lienthong.store.model import PackageRecord
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
 
 _log = get_logger("lienthong.processing")
@@ -325,14 +326,6 @@ class Processor:
         self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
     ) -> None:
         """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
-        status = receipts.status_for(
-            document,
-            reporter=self._organization(reporter),
-            code=code,
-            reasons=reasons,
-            now=self.clock(),
-        )
-        signed = await asyncio.to_thread(sign_package, build(status), self.identity)
         if document.sender not in self.directory:
             _log.warning(
                 "status_not_sent",
@@ -341,6 +334,14 @@ class Processor:
                 reason=f"the sender {document.sender} is not in the directory",
             )
             return
+        status = receipts.status_for(
+            document,
+            reporter=self._organization(reporter),
+            code=code,
+            reasons=reasons,
+            now=self.clock(),
+        )
+        signed = await asyncio.to_thread(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
         _log.info(
             "status_sent", document_id=document.document_id, status=code, reporter=reporter
@@ -374,18 +375,47 @@ class Processor:
     # -- restart ------------------------------------------------------------------------------
 
     async def resume(self) -> int:
-        """Finish packages a previous run stored but did not act on; how many were resumed."""
+        """Finish packages a previous run stored but did not act on; how many were resumed.
+
+        Stored or verified packages are processed again; a delivered package whose recipients
+        elsewhere have no transfer yet (the run stopped between delivering and queueing) is
+        queued now. One package that fails is logged and left for the next start.
+        """
         count = 0
-        for state in (PackageState.STORED, PackageState.VERIFIED):
+        for state in (PackageState.STORED, PackageState.VERIFIED, PackageState.DELIVERED):
             for record in await self.store.packages(state):
-                if record.from_peer is None:
-                    data = await self.store.read_package(record.package_id)
-                    result = await asyncio.to_thread(validate, data)
-                    if result.package is not None:
-                        await self._route(
-                            record.package_id, result.package, record.meta.recipients
-                        )
-                else:
-                    await self.process_received(record.package_id)
-                count += 1
+                try:
+                    if await self._resume_one(record):
+                        count += 1
+                except Exception as exc:  # one package must never stop the start
+                    _log.error(
+                        "resume_failed",
+                        package_id=record.package_id,
+                        document_id=record.meta.document_id,
+                        reason=str(exc),
+                        exc_info=True,
+                    )
         return count
+
+    async def _resume_one(self, record: PackageRecord) -> bool:
+        if record.state == PackageState.DELIVERED:
+            split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
+            hops = {hop: tuple(rs) for hop, rs in split.by_hop.items()}
+            if not hops:
+                return False  # delivered here only: waits for retrieval
+            await self.store.enqueue(record.package_id, hops, self.clock())
+            self.on_enqueued(hops)
+            return True
+        if record.from_peer is not None:
+            await self.process_received(record.package_id)
+            return True
+        data = await self.store.read_package(record.package_id)
+        result = await asyncio.to_thread(validate, data)
+        if result.package is None:
+            reasons = [f"{p.path}: {p.message}" for p in result.problems]
+            await self.store.set_package_state(
+                record.package_id, PackageState.QUARANTINED, self.clock(), "; ".join(reasons)
+            )
+            return True
+        await self._route(record.package_id, result.package, record.meta.recipients)
+        return True

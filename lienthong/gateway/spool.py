@@ -101,15 +101,18 @@ class Spool:
 
     async def run(self) -> None:
         """Scan the outbox and export the inbox every ``poll_s``, until cancelled."""
-        await self._retake()
         while True:
-            await self.scan_outbox()
-            await self.export_inbox()
+            try:
+                await self._retake()
+                await self.scan_outbox()
+                await self.export_inbox()
+            except Exception as exc:  # a file moved away mid-scan, a full disk: next round
+                _log.error("spool_scan_failed", reason=str(exc), exc_info=True)
             await asyncio.sleep(self.poll_s)
 
     async def _retake(self) -> None:
-        """Files taken by a previous run but not finished are submitted again (a duplicate
-        submission is recognised by the store)."""
+        """Files taken but not finished (by a previous run, or refused for a transient fault)
+        are submitted again (a duplicate submission is recognised by the store)."""
         for path in sorted((self.root / "outbox" / ".taken").iterdir()):
             await self._submit(path)
 

@@ -40,6 +40,9 @@ from lienthong.transport.sender import ReceiptWaiter
 
 _log = get_logger("lienthong.transport.receiver")
 
+MAX_PARTIAL_PER_PEER = 16
+"""Unfinished transfers kept per neighbour at once; older ones are dropped."""
+
 
 def describe(data: bytes, transfer_id: str) -> tuple[str, str]:
     """(DocumentId, sending agency) of a package, or placeholders when it cannot be read.
@@ -86,13 +89,10 @@ class Receiver:
         self.duplicates = 0
         self.refused = 0
 
-    def handler(self, link: Link) -> Callable[[str, bytes], Awaitable[None]]:
-        """The ``on_message`` callback for ``link``: receipts go back over the same link."""
-
-        async def on_message(sender: str, payload: bytes) -> None:
-            await self.on_frame(link, sender, payload)
-
-        return on_message
+    @property
+    def partial_transfers(self) -> int:
+        """Transfers begun by neighbours and not yet complete."""
+        return len(self._partial)
 
     async def on_frame(self, link: Link, sender: str, payload: bytes) -> None:
         """Act on one frame from ``sender`` (proven by the broker's ACL)."""
@@ -166,9 +166,23 @@ class Receiver:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
+    def cancel(self) -> None:
+        """Stop storing: their senders get no receipt and send them again later."""
+        for task in self._tasks:
+            task.cancel()
+
     def _forget_stale(self, now: float) -> None:
+        """Drop partial transfers idle past ``partial_ttl``, and each peer's oldest beyond
+        :data:`MAX_PARTIAL_PER_PEER`, so a peer cannot fill memory with unfinished transfers
+        (their senders send them again)."""
         stale = [k for k, (_, seen) in self._partial.items() if now - seen > self.partial_ttl]
-        for key in stale:
+        per_peer: dict[str, list[tuple[float, tuple[str, str]]]] = {}
+        for key, (_, seen) in self._partial.items():
+            per_peer.setdefault(key[0], []).append((seen, key))
+        for entries in per_peer.values():
+            entries.sort()
+            stale += [key for _, key in entries[:-MAX_PARTIAL_PER_PEER]]
+        for key in dict.fromkeys(stale):
             del self._partial[key]
             _log.warning("partial_transfer_dropped", peer=key[0], transfer_id=key[1])
 

@@ -48,9 +48,11 @@ class ReceiptWaiter:
         future.set_result(None)
         return True
 
-    def forget(self, transfer_id: str) -> None:
-        """Stop waiting for ``transfer_id`` (sent, failed or cancelled)."""
-        self._waiting.pop(transfer_id, None)
+    def forget(self, transfer_id: str, future: asyncio.Future[None]) -> None:
+        """Stop waiting with ``future`` for ``transfer_id`` (sent, failed or cancelled); a
+        newer wait for the same transfer (taken again after its lease ran out) stays."""
+        if self._waiting.get(transfer_id) is future:
+            del self._waiting[transfer_id]
 
 
 class HopSender:
@@ -102,7 +104,16 @@ class HopSender:
         return len(self._tasks)
 
     async def run(self) -> None:
-        """Take and send transfers until :meth:`stop_taking` (or cancellation)."""
+        """Take and send transfers until :meth:`stop_taking` (or cancellation); sends still
+        in flight when this is cancelled are cancelled with it (their leases run out and the
+        transfers are taken again after a restart)."""
+        try:
+            await self._take()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def _take(self) -> None:
         while self._taking:
             if not await self.link.wait_up(self.poll):
                 continue
@@ -134,6 +145,23 @@ class HopSender:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
+    async def _failed(self, lease: Lease, reason: str) -> None:
+        """Report a failed attempt to the store (retry or dead letter); never raises."""
+        self.failed += 1
+        try:
+            outcome = await asyncio.shield(self.store.fail(lease, reason, self.clock()))
+        except Exception as exc:  # the lease runs out and the transfer is taken again
+            _log.error("transfer_fail_not_recorded", reason=reason, error=str(exc))
+            return
+        self.metrics.send_failed(self.neighbour, outcome.outcome.value)
+        _log.warning(
+            "transfer_failed",
+            attempt=lease.attempt,
+            reason=reason,
+            outcome=outcome.outcome.value,
+            next_attempt_at=outcome.next_attempt_at,
+        )
+
     async def _send(self, lease: Lease) -> None:
         with structlog.contextvars.bound_contextvars(
             document_id=lease.document_id, transfer_id=lease.transfer_id, peer=self.neighbour
@@ -157,16 +185,10 @@ class HopSender:
                 _log.info("transfer_acked", attempt=lease.attempt, size=len(data))
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
-                self.failed += 1
-                outcome = await asyncio.shield(self.store.fail(lease, reason, self.clock()))
-                self.metrics.send_failed(self.neighbour, outcome.outcome.value)
-                _log.warning(
-                    "transfer_failed",
-                    attempt=lease.attempt,
-                    reason=reason,
-                    outcome=outcome.outcome.value,
-                    next_attempt_at=outcome.next_attempt_at,
-                )
+                await self._failed(lease, reason)
+            except Exception as exc:  # a package that cannot be read or framed: retry, visibly
+                _log.error("transfer_send_error", reason=str(exc), exc_info=True)
+                await self._failed(lease, f"cannot send: {exc}")
             finally:
-                self.receipts.forget(lease.transfer_id)
+                self.receipts.forget(lease.transfer_id, waiting)
                 self._slots.release()
