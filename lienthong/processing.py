@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from lienthong import business, receipts
 from lienthong.directory import Directory
@@ -48,6 +47,7 @@ from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageState, Receipt, Store
 from lienthong.store.model import PackageRecord
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
+from lienthong.trust.pki import common_name
 
 _log = get_logger("lienthong.processing")
 
@@ -75,11 +75,6 @@ class Submitted:
 def certificate_fingerprint(cert: x509.Certificate) -> str:
     """The sha256 fingerprint (lower-case hex) the directory lists signers by."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def _common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
 
 
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
@@ -134,7 +129,7 @@ class Processor:
         result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
         if not result.ok or result.package is None:
             self.metrics.refused("submission", "invalid")
-            raise SubmissionRefused([f"{p.path}: {p.message}" for p in result.problems])
+            raise SubmissionRefused([str(p) for p in result.problems])
         pkg = result.package
         problems, cause = self._submission_problems(pkg)
         if problems:
@@ -267,7 +262,7 @@ class Processor:
         split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
         result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
         pkg = result.package
-        problems = [f"{p.path}: {p.message}" for p in result.problems]
+        problems = [str(p) for p in result.problems]
         signature_refused = False
         if split.local and record.state == PackageState.STORED:
             verification = await asyncio.to_thread(
@@ -311,7 +306,7 @@ class Processor:
         packages of the agencies it serves)."""
         if self.directory.may_sign(sender, certificate_fingerprint(cert)):
             return True
-        name = _common_name(cert)
+        name = common_name(cert)
         if name == sender:
             return True
         return sender in self.directory and self.directory.serving_node(sender) == name
@@ -412,7 +407,7 @@ class Processor:
         data = await self.store.read_package(record.package_id)
         result = await asyncio.to_thread(validate, data)
         if result.package is None:
-            reasons = [f"{p.path}: {p.message}" for p in result.problems]
+            reasons = [str(p) for p in result.problems]
             await self.store.set_package_state(
                 record.package_id, PackageState.QUARANTINED, self.clock(), "; ".join(reasons)
             )

@@ -23,6 +23,7 @@ from lienthong.store import (
     Store,
     TransferState,
     UnknownId,
+    WrongPeer,
 )
 
 T0 = 1_700_000_000.0
@@ -296,6 +297,16 @@ async def test_quarantine_refused_package(store: Store) -> None:
         "bad signature",
         "000.00.00.H49",
     )
+
+
+async def test_hop_receipt_from_another_neighbour_is_refused(store: Store) -> None:
+    """Only the neighbour a transfer went to can acknowledge it."""
+    (tid,) = await routed(store)
+    lease = await store.lease_transfer(None, T0)
+    assert lease is not None
+    with pytest.raises(WrongPeer, match=r"it was sent to 000\.00\.00\.H30"):
+        await store.ack(tid, lease.sha256, T0, by="000.00.00.H99")
+    assert await store.ack(tid, lease.sha256, T0, by="000.00.00.H30")
 
 
 async def test_queue_summary_counts_and_oldest(store: Store) -> None:

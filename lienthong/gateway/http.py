@@ -83,7 +83,7 @@ def load_clients(settings: GatewaySettings) -> dict[str, Client]:
 
 def _problems(data: bytes, max_bytes: int) -> list[str]:
     result = validate(data, max_bytes=max_bytes)
-    return [f"{p.path}: {p.message}" for p in result.problems]
+    return [str(p) for p in result.problems]
 
 
 class Gateway:

@@ -22,7 +22,6 @@ letters, digits, ``.``, ``-`` and ``_`` replaced by ``_``; no name can leave its
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import unicodedata
@@ -35,6 +34,7 @@ from lienthong.errors import LienthongError
 from lienthong.logs import get_logger
 from lienthong.processing import Processor, SubmissionRefused
 from lienthong.store import Store
+from lienthong.store.blobs import write_durably
 from lienthong.store.model import InboxEntry
 
 _log = get_logger("lienthong.gateway.spool")
@@ -57,21 +57,6 @@ def safe_name(text: str, fallback: str = "file") -> str:
     name = _UNSAFE.sub("_", ascii_text).strip("._")
     name = re.sub(r"\.{2,}", ".", name)[:MAX_NAME]
     return name or fallback
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees either nothing or all of it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _unique(path: Path) -> Path:
@@ -164,9 +149,8 @@ class Spool:
 
     def _reject(self, path: Path, problems: tuple[str, ...]) -> None:
         target = _unique(self.root / "rejected" / path.name)
-        write_atomically(
-            target.with_name(target.name + ".error"), ("\n".join(problems) + "\n").encode()
-        )
+        reasons = "".join(f"{problem}\n" for problem in problems)
+        write_durably(target.with_name(target.name + ".error"), reasons.encode(), "error file")
         path.replace(target)
         _log.warning("spool_rejected", file=path.name, problems=list(problems))
 
@@ -196,8 +180,8 @@ class Spool:
             folder.mkdir(exist_ok=True)
             for attachment in pkg.attachments:
                 name = safe_name(attachment.name, f"attachment-{attachment.content_id}")
-                write_atomically(_unique(folder / name), attachment.content)
-        write_atomically(self.root / "inbox" / f"{stem}.xml", data)
+                write_durably(_unique(folder / name), attachment.content, "attachment")
+        write_durably(self.root / "inbox" / f"{stem}.xml", data, "inbox file")
         _log.info("spool_delivered", document_id=entry.document_id, recipient=entry.recipient)
 
     def _write_status(self, entry: InboxEntry, data: bytes) -> None:
@@ -206,4 +190,4 @@ class Spool:
         except LienthongError:
             code = "status"
         stem = safe_name(f"{entry.document_id}.{code}.{entry.sender}", "status")
-        write_atomically(_unique(self.root / "status" / f"{stem}.xml"), data)
+        write_durably(_unique(self.root / "status" / f"{stem}.xml"), data, "status file")

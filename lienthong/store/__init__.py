@@ -14,6 +14,7 @@ from lienthong.store.errors import (
     IntakeBlocked,
     StoreTransientError,
     UnknownId,
+    WrongPeer,
 )
 from lienthong.store.lifecycle import InboxState, PackageState, TransferState
 from lienthong.store.memory import MemoryStore
@@ -48,4 +49,5 @@ __all__ = [
     "StoreTransientError",
     "TransferState",
     "UnknownId",
+    "WrongPeer",
 ]

@@ -93,8 +93,11 @@ class Store(Protocol):
         """Take the next due transfer (for ``next_hop``, or any) and count the attempt."""
         ...
 
-    async def ack(self, transfer_id: str, sha256: str, now: float) -> bool:
-        """Record the hop receipt; False if the transfer was already acknowledged."""
+    async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
+        """Record the hop receipt; False if the transfer was already acknowledged.
+
+        ``by`` is the neighbour the receipt came from; a receipt from any other neighbour than
+        the transfer's next hop raises :class:`WrongPeer`."""
         ...
 
     async def fail(self, lease: Lease, error: str, now: float) -> FailResult:

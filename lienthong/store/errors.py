@@ -14,6 +14,7 @@ __all__ = [
     "IntakeBlocked",
     "StoreTransientError",
     "UnknownId",
+    "WrongPeer",
 ]
 
 
@@ -35,6 +36,10 @@ class IntakeBlocked(StoreTransientError):
 
 class DigestMismatch(PeerInputError):
     """The package bytes do not match the sha256 or size they were announced with."""
+
+
+class WrongPeer(PeerInputError):
+    """A hop receipt came from a neighbour the transfer was not sent to."""
 
 
 class UnknownId(LienthongError):

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from lienthong.config import StoreSettings
 from lienthong.store import retry
-from lienthong.store.errors import DigestMismatch, UnknownId
+from lienthong.store.errors import DigestMismatch, UnknownId, WrongPeer
 from lienthong.store.journal import GENESIS, JournalEntry, JournalReport, make_entry, verify_chain
 from lienthong.store.lifecycle import (
     PACKAGE_EXPIRABLE,
@@ -338,11 +338,15 @@ class MemoryStore:
             )
         return None
 
-    async def ack(self, transfer_id: str, sha256: str, now: float) -> bool:
+    async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
         t = self.data.transfers.get(transfer_id)
         if t is None:
             raise UnknownId(f"hop receipt for unknown transfer {transfer_id}")
+        if by is not None and by != t.next_hop:
+            raise WrongPeer(
+                f"hop receipt for transfer {transfer_id} from {by}; it was sent to {t.next_hop}"
+            )
         if t.package_id != sha256:
             raise DigestMismatch(
                 f"hop receipt for transfer {transfer_id} names sha256 {sha256}, "

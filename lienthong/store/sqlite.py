@@ -58,6 +58,7 @@ from lienthong.store.errors import (
     IntakeBlocked,
     StoreTransientError,
     UnknownId,
+    WrongPeer,
 )
 from lienthong.store.journal import JournalEntry, JournalReport, make_entry, verify_chain
 from lienthong.store.lifecycle import (
@@ -669,7 +670,7 @@ class SqliteStore:
 
         return await self._write(op)
 
-    async def ack(self, transfer_id: str, sha256: str, now: float) -> bool:
+    async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
 
         async def op(tx: _Tx) -> bool:
@@ -680,6 +681,11 @@ class SqliteStore:
             )
             if row is None:
                 raise UnknownId(f"hop receipt for unknown transfer {transfer_id}")
+            if by is not None and by != row["next_hop"]:
+                raise WrongPeer(
+                    f"hop receipt for transfer {transfer_id} from {by};"
+                    f" it was sent to {row['next_hop']}"
+                )
             if row["package_id"] != sha256:
                 raise DigestMismatch(
                     f"hop receipt for transfer {transfer_id} names sha256 {sha256}, "

@@ -111,7 +111,7 @@ class Receiver:
 
     async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
         try:
-            await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock())
+            await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock(), by=sender)
         except LienthongError as exc:
             _log.warning(
                 "hop_receipt_refused",
@@ -195,9 +195,7 @@ class Receiver:
             meta = PackageMeta.for_bytes(
                 data, document_id, package.kind, origin, package.recipients
             )
-            result = await self.store.receive(
-                package.transfer_id, data, meta, sender, self.clock()
-            )
+            result = await self.store.receive(package.transfer_id, data, meta, sender, self.clock())
             if result.outcome == ReceiveOutcome.CONFLICT:
                 self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
