@@ -32,6 +32,9 @@ class Notifier:
         message = "\n".join(fields).encode("utf-8")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never wait: a listener that does not read must not freeze the event loop
+                # (a full queue drops the message; systemd always reads).
+                sock.setblocking(False)
                 sock.sendto(message, self._address)
         except OSError:
             return False

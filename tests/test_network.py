@@ -75,7 +75,13 @@ def wait_for(what: str, check: Callable[[], bool], net: Network) -> None:
         for line in node.log().splitlines()
         if '"warning"' in line or '"error"' in line
     ]
-    pytest.fail(f"timed out waiting for {what}; daemon warnings:\n" + "\n".join(warnings[-30:]))
+    last = [f"{code}: {(node.log().splitlines() or [''])[-1]}" for code, node in net.nodes.items()]
+    pytest.fail(
+        f"timed out waiting for {what}; daemon warnings:\n"
+        + "\n".join(warnings[-30:])
+        + "\nlast line of each daemon:\n"
+        + "\n".join(last)
+    )
 
 
 def write_document(

@@ -70,3 +70,12 @@ def test_watchdog_interval_is_half_the_period(monkeypatch: pytest.MonkeyPatch) -
     assert watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval() is None
+
+
+def test_a_listener_that_never_reads_does_not_block(listener: tuple[socket.socket, str]) -> None:
+    """Once the listener's queue is full, sends fail at once instead of waiting forever."""
+    _, path = listener
+    notifier = Notifier(path)
+    results = [notifier.watchdog() for _ in range(2000)]
+    assert results[0]
+    assert not all(results)
