@@ -26,7 +26,6 @@ keeps serving the links meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import time
@@ -48,6 +47,7 @@ from lienthong.store import PackageMeta, PackageState, Receipt, Store
 from lienthong.store.model import PackageRecord
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
 from lienthong.trust.pki import common_name
+from lienthong.xmlwork import off_loop
 
 _log = get_logger("lienthong.processing")
 
@@ -126,7 +126,7 @@ class Processor:
         sender is not served by this node, or a recipient cannot be routed. Submitting the same
         bytes again is recognised and routes nothing twice (``duplicate=True``).
         """
-        result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
+        result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
         if not result.ok or result.package is None:
             self.metrics.refused("submission", "invalid")
             raise SubmissionRefused([str(p) for p in result.problems])
@@ -135,7 +135,7 @@ class Processor:
         if problems:
             self.metrics.refused("submission", cause)
             raise SubmissionRefused(problems)
-        signed = data if pkg.signed else await asyncio.to_thread(sign_package, data, self.identity)
+        signed = data if pkg.signed else await off_loop(sign_package, data, self.identity)
         self.metrics.submitting(pkg.document_id, self.clock())
         submitted = await self._store_and_route(signed, pkg)
         if not submitted.duplicate:
@@ -260,12 +260,12 @@ class Processor:
             return  # already handled before a restart
         data = await self.store.read_package(package_id)
         split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
-        result = await asyncio.to_thread(validate, data, max_bytes=self.max_package_bytes)
+        result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
         pkg = result.package
         problems = [str(p) for p in result.problems]
         signature_refused = False
         if split.local and record.state == PackageState.STORED:
-            verification = await asyncio.to_thread(
+            verification = await off_loop(
                 verify_package,
                 data,
                 self.trust,
@@ -336,7 +336,7 @@ class Processor:
             reasons=reasons,
             now=self.clock(),
         )
-        signed = await asyncio.to_thread(sign_package, build(status), self.identity)
+        signed = await off_loop(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
         _log.info(
             "status_sent", document_id=document.document_id, status=code, reporter=reporter
@@ -355,7 +355,7 @@ class Processor:
             if record.meta.kind != "edoc":
                 continue
             try:
-                pkg = parse(await self.store.read_package(package_id))
+                pkg = await off_loop(parse, await self.store.read_package(package_id))
             except LienthongError:
                 continue
             if isinstance(pkg, EdocPackage):
@@ -405,7 +405,7 @@ class Processor:
             await self.process_received(record.package_id)
             return True
         data = await self.store.read_package(record.package_id)
-        result = await asyncio.to_thread(validate, data)
+        result = await off_loop(validate, data)
         if result.package is None:
             reasons = [str(p) for p in result.problems]
             await self.store.set_package_state(

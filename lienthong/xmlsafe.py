@@ -17,6 +17,7 @@ can pass libxml2's 10 MB text limit; our own size and depth limits take the plac
 from __future__ import annotations
 
 import io
+import threading
 from functools import lru_cache
 from typing import TypedDict
 
@@ -59,7 +60,7 @@ def parse_xml(
     if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
         raise XmlRefused("dtd", "the XML declares a DOCTYPE or entities, which are not allowed")
     try:
-        root = etree.fromstring(bytes(data), _PARSER)
+        root = etree.fromstring(bytes(data), _parser())
     except etree.XMLSyntaxError as exc:
         _refuse_if_too_deep_first(data, max_depth)
         raise XmlRefused("malformed", f"the package is not well-formed XML: {exc}") from exc
@@ -87,7 +88,16 @@ class _Options(TypedDict):
 _OPTIONS = _Options(
     resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True, huge_tree=True
 )
-_PARSER = etree.XMLParser(**_OPTIONS)
+_LOCAL = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    """This thread's parser: lxml parsers keep state while parsing, so threads do not share
+    one."""
+    parser: etree.XMLParser | None = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        parser = _LOCAL.parser = etree.XMLParser(**_OPTIONS)
+    return parser
 
 
 @lru_cache(maxsize=8)

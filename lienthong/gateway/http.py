@@ -47,6 +47,7 @@ from lienthong.processing import Processor, SubmissionRefused, Submitted
 from lienthong.routing import split_by_next_hop
 from lienthong.store import ConcurrentChange, IllegalTransition, Store, UnknownId
 from lienthong.store.model import InboxEntry
+from lienthong.xmlwork import off_loop
 
 _log = get_logger("lienthong.gateway")
 
@@ -225,9 +226,9 @@ class Gateway:
         """The package, or the refusal listing every problem validation finds in it."""
         limit = self.processor.max_package_bytes
         try:
-            return await asyncio.to_thread(parse, data, max_bytes=limit)
+            return await off_loop(parse, data, max_bytes=limit)
         except LienthongError as exc:
-            problems = await asyncio.to_thread(_problems, data, limit) or [str(exc)]
+            problems = await off_loop(_problems, data, limit) or [str(exc)]
             raise AxisError(
                 ErrorCode.REFUSED, "the package was refused: " + "; ".join(problems)
             ) from exc

@@ -37,6 +37,7 @@ from lienthong.transport.frames import (
 )
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.sender import ReceiptWaiter
+from lienthong.xmlwork import off_loop
 
 _log = get_logger("lienthong.transport.receiver")
 
@@ -188,7 +189,7 @@ class Receiver:
 
     async def _on_package(self, link: Link, sender: str, package: Package) -> None:
         data = package.data
-        document_id, origin = await asyncio.to_thread(describe, data, package.transfer_id)
+        document_id, origin = await off_loop(describe, data, package.transfer_id)
         with structlog.contextvars.bound_contextvars(
             document_id=document_id, transfer_id=package.transfer_id, peer=sender
         ):
