@@ -253,6 +253,20 @@ async def test_inbox_delivery_retrieval_and_receipts(store: Store) -> None:
     assert got == [("status", "01"), ("retrieval", "fail"), ("retrieval", "done")]
 
 
+async def test_inbox_entry_by_number(store: Store) -> None:
+    """An inbox entry is found by its number in any state; an unknown number gives None."""
+    data, meta = pkg()
+    await store.receive("t1", data, meta, "000.00.00.H49", T0)
+    await store.set_package_state(meta.sha256, PackageState.VERIFIED, T0)
+    await store.inbox_add(meta.sha256, ["000.00.12.H30"], T0)
+    (entry,) = await store.inbox_list()
+    await store.inbox_ack(entry.entry_id, True, T0 + 1)
+    found = await store.inbox_entry(entry.entry_id)
+    assert found is not None
+    assert (found.document_id, found.recipient, found.state) == ("doc-1", "000.00.12.H30", "done")
+    assert await store.inbox_entry(entry.entry_id + 99) is None
+
+
 async def test_repeated_acknowledgement_changes_nothing(store: Store) -> None:
     """Acknowledging a retrieved entry again (done or fail) is harmless and records nothing."""
     data, meta = pkg()

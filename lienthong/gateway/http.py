@@ -275,20 +275,17 @@ class Gateway:
         return {}
 
     async def _entry(self, auth: Authenticated, doc_id: str) -> InboxEntry:
-        """Inbox entry ``doc_id`` of one of the client's agencies (pending ones looked at first)."""
+        """Inbox entry ``doc_id`` of one of the client's agencies, in any state."""
         missing = AxisError(
             ErrorCode.NOT_FOUND,
             f"no received document {doc_id!r} for the agencies of client {auth.client.system_id}",
         )
         if not doc_id.isdigit():
             raise missing
-        wanted = int(doc_id)
-        for pending in (True, False):
-            for agency in sorted(auth.client.receive_for):
-                for entry in await self.store.inbox_list(agency, pending=pending):
-                    if entry.entry_id == wanted:
-                        return entry
-        raise missing
+        entry = await self.store.inbox_entry(int(doc_id))
+        if entry is None or entry.recipient not in auth.client.receive_for:
+            raise missing
+        return entry
 
     # -- sent documents and the directory ----------------------------------------------------
 

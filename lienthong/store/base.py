@@ -126,6 +126,10 @@ class Store(Protocol):
         """Inbox entries (for one recipient), only those not yet retrieved if ``pending``."""
         ...
 
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
+        """The inbox entry ``entry_id`` in any state, or None when there is none."""
+        ...
+
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
         """The office software retrieved the entry (``ok``) or failed to (updateStatus).
 

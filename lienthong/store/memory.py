@@ -527,6 +527,12 @@ class MemoryStore:
             and not (pending and e.state in _SETTLED)
         ]
 
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
+        """The inbox entry ``entry_id`` in any state, or None when there is none."""
+        if not 1 <= entry_id <= len(self.data.inbox):
+            return None
+        return self.data.inbox[entry_id - 1]
+
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
         """Record the office software's retrieval (or its failure) of an inbox entry."""
         if not 1 <= entry_id <= len(self.data.inbox):

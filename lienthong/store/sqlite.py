@@ -893,26 +893,17 @@ class SqliteStore:
     ) -> list[InboxEntry]:
         """Inbox entries, oldest first."""
         rows = await self._rows(
-            "SELECT i.*, p.document_id, p.kind, p.sender FROM inbox i"
-            " JOIN packages p USING (package_id)"
-            " WHERE (? IS NULL OR recipient = ?)"
+            _INBOX_SELECT + " WHERE (? IS NULL OR recipient = ?)"
             " AND (? = 0 OR i.state NOT IN ('done', 'revoked'))"
             " ORDER BY entry_id",
             (recipient, recipient, int(pending)),
         )
-        return [
-            InboxEntry(
-                r["entry_id"],
-                r["package_id"],
-                r["document_id"],
-                r["kind"],
-                r["sender"],
-                r["recipient"],
-                r["state"],
-                r["added_at"],
-            )
-            for r in rows
-        ]
+        return [_inbox_entry(r) for r in rows]
+
+    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
+        """The inbox entry ``entry_id`` in any state, or None when there is none."""
+        row = await self._row(_INBOX_SELECT + " WHERE entry_id = ?", (entry_id,))
+        return _inbox_entry(row) if row is not None else None
 
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
         """Record the office software's retrieval (or its failure) of an inbox entry."""
@@ -1110,6 +1101,24 @@ async def _add_receipt(tx: _Tx, r: Receipt) -> None:
         (r.document_id, r.level, r.code, r.by, r.at, r.detail),
     )
     await tx.log(r.at, "receipt", r.document_id, None, f"{r.level} {r.code}", f"by {r.by}")
+
+
+_INBOX_SELECT = (
+    "SELECT i.*, p.document_id, p.kind, p.sender FROM inbox i JOIN packages p USING (package_id)"
+)
+
+
+def _inbox_entry(r: sqlite3.Row) -> InboxEntry:
+    return InboxEntry(
+        r["entry_id"],
+        r["package_id"],
+        r["document_id"],
+        r["kind"],
+        r["sender"],
+        r["recipient"],
+        r["state"],
+        r["added_at"],
+    )
 
 
 async def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
