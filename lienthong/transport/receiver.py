@@ -193,8 +193,9 @@ class Receiver:
         with structlog.contextvars.bound_contextvars(
             document_id=document_id, transfer_id=package.transfer_id, peer=sender
         ):
-            meta = PackageMeta.for_bytes(
-                data, document_id, package.kind, origin, package.recipients
+            # The reassembler has checked the digest: no need to hash the bytes again here.
+            meta = PackageMeta(
+                document_id, package.kind, origin, package.recipients, package.sha256, len(data)
             )
             result = await self.store.receive(package.transfer_id, data, meta, sender, self.clock())
             if result.outcome == ReceiveOutcome.CONFLICT:
