@@ -37,6 +37,7 @@ from lienthong.transport.frames import (
 )
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.sender import ReceiptWaiter
+from lienthong.transport.tasks import TaskSet
 from lienthong.xmlwork import off_loop
 
 _log = get_logger("lienthong.transport.receiver")
@@ -84,7 +85,7 @@ class Receiver:
         self.metrics = metrics or Metrics()
         self.accepting = True
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._partial: dict[tuple[str, str], tuple[Reassembler, float]] = {}
         self.received = 0
         self.duplicates = 0
@@ -145,11 +146,9 @@ class Receiver:
         # Storing waits for a commit: done in its own task, so the link goes on reading frames
         # and packages arriving together share one commit (and one flush).
         await self._slots.acquire()
-        task = asyncio.create_task(
+        self._tasks.spawn(
             self._store_package(link, sender, package), name=f"receive:{package.transfer_id}"
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _store_package(self, link: Link, sender: str, package: Package) -> None:
         try:
@@ -164,13 +163,11 @@ class Receiver:
 
     async def drain(self) -> None:
         """Wait until the packages being stored are stored (and answered)."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self._tasks.drain()
 
     def cancel(self) -> None:
         """Stop storing: their senders get no receipt and send them again later."""
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
 
     def _forget_stale(self, now: float) -> None:
         """Drop partial transfers idle past ``partial_ttl``, and each peer's oldest beyond

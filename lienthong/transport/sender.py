@@ -24,6 +24,7 @@ from lienthong.metrics import Metrics
 from lienthong.store import Lease, Store
 from lienthong.transport.frames import encode_frame, split_into_frames
 from lienthong.transport.link import Link, LinkDown
+from lienthong.transport.tasks import TaskSet
 
 _log = get_logger("lienthong.transport.sender")
 
@@ -85,7 +86,7 @@ class HopSender:
         self._slots = asyncio.Semaphore(window)
         self._wake = asyncio.Event()
         self._taking = True
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self.sent = 0
         self.failed = 0
 
@@ -110,8 +111,7 @@ class HopSender:
         try:
             await self._take()
         finally:
-            for task in self._tasks:
-                task.cancel()
+            self._tasks.cancel()
 
     async def _take(self) -> None:
         while self._taking:
@@ -128,9 +128,7 @@ class HopSender:
             if lease is None:
                 await self._idle()
                 continue
-            task = asyncio.create_task(self._send(lease), name=f"send:{lease.transfer_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._send(lease), name=f"send:{lease.transfer_id}")
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -142,8 +140,7 @@ class HopSender:
 
     async def drain(self) -> None:
         """Wait for the transfers in flight to settle."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        await self._tasks.drain()
 
     async def _failed(self, lease: Lease, reason: str) -> None:
         """Report a failed attempt to the store (retry or dead letter); never raises."""
