@@ -177,6 +177,17 @@ def _hash_policy(value: Any) -> str | None:
     return None if value in ("refuse", "accept") else "must be refuse or accept"
 
 
+VALIDATION_MODES = ("lenient", "strict")
+
+
+def _validation_mode(value: Any) -> str | None:
+    return None if value in VALIDATION_MODES else "must be lenient or strict"
+
+
+def _validation_mode_or_unset(value: Any) -> str | None:
+    return None if value == "" else _validation_mode(value)
+
+
 def _port_or_zero(value: Any) -> str | None:
     return None if 0 <= value < 65536 else "must be a TCP port number, or 0 for none"
 
@@ -189,6 +200,9 @@ class GatewayClient:
     secret_file: Path = _setting(_NO_PATH, None, "file holding the HMAC secret")
     send_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it may send for")
     receive_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it receives for")
+    validation: str = _setting(
+        "", _validation_mode_or_unset, "lenient or strict for this client; unset: [validation]"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +216,23 @@ class GatewaySettings:
         "refuse", _hash_policy, "a request whose HMAC cannot be checked (mangled header bytes)"
     )
     clients: dict[str, GatewayClient] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationSettings:
+    """``[validation]``: how packages from this node's own office software are checked.
+
+    Lenient (the default) accepts the deviations from QCVN 102 that real producers live with
+    and shows them; strict refuses a submission that has any. Packages from neighbours are
+    always taken leniently: the axis carries such packages, and refusing them helps no one.
+    """
+
+    mode: str = _setting("lenient", _validation_mode, "lenient or strict, for submissions")
+
+    @property
+    def strict(self) -> bool:
+        """True in strict mode."""
+        return self.mode == "strict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +264,7 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
 
 
 _REQUIRED = {"node.code"}

@@ -146,6 +146,7 @@ class Node:
             clock=clock,
             on_enqueued=self._wake_senders,
             metrics=self.metrics,
+            strict=config.validation.strict,
         )
         self._stop = asyncio.Event()
         self.gateway: Listener | None = None
@@ -267,8 +268,7 @@ class Node:
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
             tasks += [
-                tg.create_task(self._process(), name=f"processor:{i}")
-                for i in range(PROCESSORS)
+                tg.create_task(self._process(), name=f"processor:{i}") for i in range(PROCESSORS)
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if not await self._wait_links_up():

@@ -21,9 +21,7 @@ FAR = "000.03.07.H41"
 @pytest.fixture
 def spool(tmp_path: Path, province: Processor) -> Spool:
     """The province node's spool over its processor's in-memory store."""
-    return Spool(
-        tmp_path / "spool", province, province.store, settle_s=2.0, clock=province.clock
-    )
+    return Spool(tmp_path / "spool", province, province.store, settle_s=2.0, clock=province.clock)
 
 
 def _document(to: list[str], number: str, attachment_name: str = "Công văn số 1.pdf") -> bytes:

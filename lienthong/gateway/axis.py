@@ -93,6 +93,8 @@ class Client:
     secret: str
     send_for: frozenset[str]
     receive_for: frozenset[str]
+    strict: bool | None = None
+    """Refuse its packages that deviate from QCVN 102; ``None``: as the node's mode says."""
 
 
 class AxisError(Exception):

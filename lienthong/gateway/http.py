@@ -77,7 +77,11 @@ def load_clients(settings: GatewaySettings) -> dict[str, Client]:
         if not (c.send_for or c.receive_for):
             raise ConfigError("needs send_for or receive_for: it could do nothing", key=key)
         clients[system_id] = Client(
-            system_id, secret, frozenset(c.send_for), frozenset(c.receive_for)
+            system_id,
+            secret,
+            frozenset(c.send_for),
+            frozenset(c.receive_for),
+            strict=None if not c.validation else c.validation == "strict",
         )
     return clients
 
@@ -180,7 +184,7 @@ class Gateway:
         if declared and declared != pkg.kind:
             _log.info("gateway_messagetype_differs", messagetype=declared, package=pkg.kind)
         try:
-            submitted = await self._submit_once(data)
+            submitted = await self._submit_once(data, strict=auth.client.strict)
         except SubmissionRefused as exc:
             raise AxisError(
                 ErrorCode.REFUSED, "the package was refused: " + "; ".join(exc.problems)
@@ -194,8 +198,9 @@ class Gateway:
         )
         return {"DocId": submitted.package_id}
 
-    async def _submit_once(self, data: bytes) -> Submitted:
-        """Submit ``data``, recognising the same bytes sent again while or after it runs.
+    async def _submit_once(self, data: bytes, *, strict: bool | None) -> Submitted:
+        """Submit ``data`` (``strict`` as :meth:`Processor.submit` takes it), recognising the
+        same bytes sent again while or after it runs.
 
         The SDK re-sends a request whose connection dropped. The store recognises the same
         signed bytes, which covers deterministic (RSA) signatures across restarts; this
@@ -211,7 +216,7 @@ class Gateway:
         running = self._running.get(digest)
         if running is not None:
             return dataclasses.replace(await asyncio.shield(running), duplicate=True)
-        task = asyncio.ensure_future(self.processor.submit(data))
+        task = asyncio.ensure_future(self.processor.submit(data, strict=strict))
         self._running[digest] = task
         try:
             submitted = await asyncio.shield(task)
