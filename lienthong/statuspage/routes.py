@@ -153,6 +153,7 @@ class _Routes:
             hops=op.hops,
             recent=op.metrics.recent,
             now=op.clock(),
+            deviations=op.metrics.deviations_of,
         )
 
     async def page(self, request: web.Request) -> web.Response:

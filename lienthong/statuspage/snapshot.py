@@ -49,10 +49,12 @@ class QueueRow:
 
 @dataclass(frozen=True, slots=True)
 class DocumentRow:
-    """A document package and every receipt this node holds about it."""
+    """A document package, every receipt this node holds about it, and its deviations from
+    QCVN 102 (``PATH: MESSAGE [kind]``) when this run accepted it with any."""
 
     record: PackageRecord
     receipts: tuple[Receipt, ...]
+    deviations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,9 @@ def _recent_ids(recent: Iterable[str], limit: int) -> list[str]:
     return out
 
 
-async def _documents(store: Store, package_ids: Iterable[str]) -> tuple[DocumentRow, ...]:
+async def _documents(
+    store: Store, package_ids: Iterable[str], deviations: Mapping[str, tuple[str, ...]]
+) -> tuple[DocumentRow, ...]:
     rows = []
     for package_id in package_ids:
         try:
@@ -115,7 +119,7 @@ async def _documents(store: Store, package_ids: Iterable[str]) -> tuple[Document
         except UnknownId:
             continue
         receipts = await store.receipts(record.meta.document_id)
-        rows.append(DocumentRow(record, tuple(receipts)))
+        rows.append(DocumentRow(record, tuple(receipts), deviations.get(package_id, ())))
     return tuple(rows)
 
 
@@ -127,9 +131,11 @@ async def take_snapshot(
     hops: Iterable[str],
     recent: Iterable[str],
     now: float,
+    deviations: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Snapshot:
     """Read the node's links and store once; ``hops`` are the neighbours it sends to (listed
-    even with nothing queued), ``recent`` the package ids of recent documents, newest last."""
+    even with nothing queued), ``recent`` the package ids of recent documents, newest last,
+    ``deviations`` those of recent packages by package id (:attr:`Metrics.deviations_of`)."""
     summary = await store.queue_summary(now)
     dead = await store.dead_letters()
     queues = tuple(
@@ -151,7 +157,7 @@ async def take_snapshot(
         oldest_waiting=summary.oldest_waiting,
         packages=dict(summary.packages),
         intake_blocked=store.intake_blocked,
-        documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN)),
+        documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN), deviations or {}),
         dead_letters=tuple(sorted(dead, key=lambda d: d.since, reverse=True)[:DEAD_SHOWN]),
         dead_total=len(dead),
     )
