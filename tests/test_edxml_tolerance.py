@@ -63,12 +63,14 @@ def test_missing_or_empty_elements_give_a_model_or_a_clear_error(
     name, changes = case
     original = parse((DATA / name).read_bytes())
     data = _changed(name, changes)
+    package, error = None, None
     try:
         package = parse(data)
     except PackageError as exc:
-        assert exc.path
-        assert exc.problem
-        package = None
+        error = exc
+    if error is not None:
+        assert error.path
+        assert error.problem
     result = validate(data)
     findings = result.problems + result.deviations
     if package is None:
