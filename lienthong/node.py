@@ -24,9 +24,9 @@ and resumes on the next start.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import structlog
 
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
+from lienthong.dirfiles import load_in_force
 from lienthong.errors import ConfigError
 from lienthong.gateway import Listener, start_gateway
 from lienthong.gateway.spool import Spool
@@ -70,22 +71,9 @@ def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 def load_directory(config: Config) -> Directory:
-    """The directory file named by ``node.directory``, checked."""
-    path = config.node.directory
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="node.directory") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", key="node.directory") from exc
-    directory = Directory.from_mapping(data)
-    me = config.node.code
-    if me not in directory.nodes:
-        raise ConfigError(
-            f"the directory {path} does not list {me} as an agency that runs a node (node = true)",
-            key="node.code",
-        )
-    return directory
+    """The directory in force at the node: its highest stored signed version that verifies,
+    else its directory file (see :mod:`lienthong.dirfiles`), with today's aliases."""
+    return load_in_force(config).version.routing_directory(dt.datetime.now(dt.UTC).date())
 
 
 def load_keys(config: Config) -> tuple[SigningIdentity, TrustStore]:
