@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lienthong.devnet.network import render_toml, topology_text
-from lienthong.devnet.statesize import state_directory
+from lienthong.devnet.network import topology_text
+from lienthong.devnet.statesize import state_directory, to_toml
 from lienthong.dirfiles import VersionFiles
 from lienthong.dirholder import DirectoryHolder
 from lienthong.dirversion import bootstrap_version, make_version, read_version
@@ -54,17 +54,9 @@ def peak_mib(fn: Callable[[], object]) -> float:
     return peak / 2**20
 
 
-def toml_text(document: dict[str, Any]) -> str:
-    """The document as a TOML directory file (what a node's ``[node] directory`` reads)."""
-    lines = [f'national = "{document["national"]}"', ""]
-    for agency in document["agency"]:
-        lines.append(render_toml({"agency": agency}).replace("[agency]", "[[agency]]"))
-    return "\n".join(lines)
-
-
 def measure(name: str, document: dict[str, Any], authority: CertifiedKey, lookups: int) -> None:
     """Print one row of figures for ``document``."""
-    text = toml_text(document)
+    text = to_toml(document)
     parse_s, _ = timed(lambda: tomllib.loads(text))
     sign_s, data = timed(
         lambda: make_version(

@@ -18,7 +18,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["state_directory"]
+__all__ = ["state_directory", "to_toml"]
 
 DEPARTMENTS = (
     "Nội vụ", "Tài chính", "Tư pháp", "Xây dựng", "Công Thương", "Y tế", "Giáo dục và Đào tạo",
@@ -91,3 +91,15 @@ def state_directory(
             if add(f"000.{commune:02d}.{district:02d}.{suffix}", f"UBND xã {suffix}-{i + 1}"):
                 count += 1
     return document
+
+
+def to_toml(document: Mapping[str, Any]) -> str:
+    """A directory document as the TOML file a node reads (``[[agency]]`` tables)."""
+    from lienthong.devnet.network import render_toml  # network imports this module's users
+
+    lines = [f'national = "{document["national"]}"', ""]
+    for agency in document["agency"]:
+        lines.append(render_toml({"agency": agency}).replace("[agency]", "[[agency]]"))
+    for peer in document.get("peer", []):
+        lines.append(render_toml({"peer": peer}).replace("[peer]", "[[peer]]"))
+    return "\n".join(lines)

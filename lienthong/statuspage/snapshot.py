@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.store import Store, UnknownId
 from lienthong.store.model import DeadLetter, OldestWaiting, PackageRecord, Receipt
 from lienthong.transport.link import Link
@@ -69,6 +70,10 @@ class Snapshot:
     documents: tuple[DocumentRow, ...]
     dead_letters: tuple[DeadLetter, ...]
     dead_total: int
+    directory: str = ""
+    """The directory version in force and its expiry, in words."""
+    directory_ok: bool = True
+    """False once that version has expired."""
 
     @property
     def links_up(self) -> int:
@@ -127,6 +132,7 @@ async def take_snapshot(
     hops: Iterable[str],
     recent: Iterable[str],
     now: float,
+    directory: DirectoryHolder | None = None,
 ) -> Snapshot:
     """Read the node's links and store once; ``hops`` are the neighbours it sends to (listed
     even with nothing queued), ``recent`` the package ids of recent documents, newest last."""
@@ -154,4 +160,6 @@ async def take_snapshot(
         documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN)),
         dead_letters=tuple(sorted(dead, key=lambda d: d.since, reverse=True)[:DEAD_SHOWN]),
         dead_total=len(dead),
+        directory=directory.expiry(now).message if directory else "",
+        directory_ok=directory.expiry(now).ok if directory else True,
     )
