@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_network import wait_for
 
-from lienthong.devnet.network import Network, poll_until, topology_text
+from lienthong.devnet.network import Network, topology_text
 from lienthong.devnet.statesize import state_directory, to_toml
 from lienthong.dirfiles import VersionFiles
 from lienthong.dirversion import make_version
@@ -25,7 +26,6 @@ from lienthong.trust.keys import load_certificates, load_private_key
 NATIONAL = "000.00.00.G22"
 PROVINCE_A, COMMUNE_B = "000.00.00.H49", "000.03.07.H41"
 NEW_AGENCY = "000.00.99.H49"  # a new department of Quảng Nam, served by the province's node
-WAIT_S = 90.0
 FAST = {
     "transfer": {"receipt_timeout_s": 3.0, "poll_s": 0.3},
     "store.retry": {"base_delay_s": 0.5, "max_delay_s": 3.0},
@@ -40,27 +40,13 @@ def _state_document() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """The seven daemons and five brokers, every node reading the state-sized directory."""
-    network = Network(
-        tmp_path_factory.mktemp("dirnet"), to_toml(_state_document()), overrides=FAST
-    )
+    network = Network(tmp_path_factory.mktemp("dirnet"), to_toml(_state_document()), overrides=FAST)
     try:
         network.start()
         yield network
     finally:
         network.stop()
         network.kill()
-
-
-def _wait(what: str, check: Any, net: Network) -> None:
-    if poll_until(check, WAIT_S):
-        return
-    lines = [
-        f"{code}: {line}"
-        for code, node in net.nodes.items()
-        for line in node.log().splitlines()
-        if "directory" in line or '"error"' in line
-    ]
-    pytest.fail(f"timed out waiting for {what}:\n" + "\n".join(lines[-40:]))
 
 
 def _everywhere(net: Network, number: int) -> bool:
@@ -106,9 +92,9 @@ def test_a_new_agency_published_at_the_national_node_gets_documents_from_afar(
     source.write_text(to_toml(document), encoding="utf-8")
     output = net.publish_directory(source, 1, "--config", str(net.nodes[NATIONAL].config_path))
     assert "handed version 1" in output
-    _wait("version 1 at every node", lambda: _everywhere(net, 1), net)
+    wait_for("version 1 at every node", lambda: _everywhere(net, 1), net)
     document_id = _send(net, COMMUNE_B, NEW_AGENCY, "Gửi Sở Ngoại vụ mới thành lập")
-    _wait(
+    wait_for(
         "delivery to the new agency",
         lambda: any(
             e.document_id == document_id and e.recipient == NEW_AGENCY
@@ -160,7 +146,9 @@ def test_forged_older_and_expired_versions_are_refused_and_the_current_one_kept(
     files = VersionFiles(net.nodes[PROVINCE_A].workdir / "state")
     for name, data in cases.items():
         files.put_incoming(data, name)
-    _wait("every version refused", lambda: len(list(files.refused_dir.glob("*.reason"))) == 4, net)
+    wait_for(
+        "every version refused", lambda: len(list(files.refused_dir.glob("*.reason"))) == 4, net
+    )
     reasons = {
         path.name.removesuffix(".json.reason"): path.read_text(encoding="utf-8")
         for path in files.refused_dir.glob("*.reason")
