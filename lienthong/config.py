@@ -251,6 +251,27 @@ class SpoolSettings:
         return self.dir != _NO_PATH
 
 
+def _expiry_policy(value: Any) -> str | None:
+    return None if value in ("warn", "refuse_submissions") else "must be warn or refuse_submissions"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    """``[directory]``: signed directory versions from the directory authority."""
+
+    authority: Path = _setting(
+        _NO_PATH, None, "the directory authority's certificate; unset: the directory file only"
+    )
+    on_expiry: str = _setting(
+        "warn", _expiry_policy, "past expiry: warn (keep routing) or refuse_submissions"
+    )
+    warn_before_s: float = _setting(7 * 86400.0, _not_negative, "warn this long before expiry")
+    ask_parent_s: float = _setting(
+        600.0, _positive, "ask the parent for a newer version this often"
+    )
+    check_s: float = _setting(2.0, _positive, "look for versions published here this often")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
@@ -265,6 +286,7 @@ class Config:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     validation: ValidationSettings = field(default_factory=ValidationSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
 
 
 _REQUIRED = {"node.code"}

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 
 from lienthong import business, receipts
 from lienthong.directory import Directory
+from lienthong.dirholder import DirectoryHolder, fixed
 from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, validate
 from lienthong.edxml.model import Organization
 from lienthong.edxml.validate import Problem
@@ -97,7 +98,7 @@ class Processor:
         self,
         *,
         me: str,
-        directory: Directory,
+        directory: Directory | DirectoryHolder,
         identity: SigningIdentity,
         trust: TrustStore,
         store: Store,
@@ -113,9 +114,13 @@ class Processor:
         ``[validation] mode``); reception is always lenient, as the axis is.
         ``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
         ``max_age_s`` is the store's package age limit, named in expiry notices; ``metrics``
-        counts submissions, deliveries, refusals, signature checks and status 01 latencies."""
+        counts submissions, deliveries, refusals, signature checks and status 01 latencies.
+        ``directory`` is the node's :class:`DirectoryHolder` (read at each use, so a new
+        version applies to the next package), or one fixed directory."""
         self.me = me
-        self.directory = directory
+        self.directories = (
+            directory if isinstance(directory, DirectoryHolder) else fixed(directory, clock)
+        )
         self.identity = identity
         self.trust = trust
         self.store = store
@@ -126,6 +131,11 @@ class Processor:
         self.on_enqueued = on_enqueued
         self.metrics = metrics or Metrics()
         self.strict = strict
+
+    @property
+    def directory(self) -> Directory:
+        """The directory in force."""
+        return self.directories.directory
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -158,6 +168,9 @@ class Processor:
     def _submission_problems(self, pkg: Package) -> tuple[list[str], RefusalReason]:
         """Why the package cannot be sent from here (none: an empty list), and the
         refusal label that groups them."""
+        expired = self.directories.submission_refusal(self.clock())
+        if expired is not None:
+            return [expired], "other"
         sender = pkg.sender
         if sender not in self.directory:
             return [f"the sending agency {sender} is not in this node's directory"], "other"

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from lienthong.config import GatewaySettings
 from lienthong.directory import Directory
+from lienthong.dirholder import DirectoryHolder, fixed
 from lienthong.edxml import EdocPackage, Package, parse, validate
 from lienthong.errors import ConfigError, LienthongError, TransientError
 from lienthong.gateway import axis
@@ -99,15 +100,18 @@ class Gateway:
         *,
         processor: Processor,
         store: Store,
-        directory: Directory,
+        directory: Directory | DirectoryHolder,
         clients: Mapping[str, Client],
         clock: Callable[[], float] = time.time,
         policy: HashPolicy = HashPolicy.REFUSE,
     ) -> None:
-        """``clients`` by system id; ``policy`` for requests whose HMAC cannot be checked."""
+        """``clients`` by system id; ``policy`` for requests whose HMAC cannot be checked;
+        ``directory`` the node's holder, read at each request (or one fixed directory)."""
         self.processor = processor
         self.store = store
-        self.directory = directory
+        self.directories = (
+            directory if isinstance(directory, DirectoryHolder) else fixed(directory, clock)
+        )
         self.clients = dict(clients)
         self.clock = clock
         self.policy = policy
@@ -345,11 +349,18 @@ class Gateway:
             )
         return {"data": rows}
 
+    @property
+    def directory(self) -> Directory:
+        """The directory in force."""
+        return self.directories.directory
+
     async def agencies(self, auth: Authenticated) -> dict[str, Any]:
-        """The directory's agencies; ``id`` is the agency code, ``pid`` the parent's code."""
+        """The agencies of the directory in force; ``id`` is the agency code, ``pid`` the
+        parent's code."""
         rows = []
-        for code in self.directory.codes:
-            agency = self.directory.agency(code)
+        directory = self.directory
+        for code in directory.codes:
+            agency = directory.agency(code)
             rows.append(
                 {
                     "id": code,
@@ -387,7 +398,7 @@ def _received_row(entry: InboxEntry) -> dict[str, str]:
 def make_app(
     processor: Processor,
     store: Store,
-    directory: Directory,
+    directory: Directory | DirectoryHolder,
     clients: Mapping[str, Client],
     clock: Callable[[], float] = time.time,
     *,
@@ -465,7 +476,7 @@ async def start_gateway(
     settings: GatewaySettings,
     processor: Processor,
     store: Store,
-    directory: Directory,
+    directory: Directory | DirectoryHolder,
     clock: Callable[[], float] = time.time,
     routes: Iterable[web.AbstractRouteDef] = (),
 ) -> Listener:

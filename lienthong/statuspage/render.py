@@ -98,6 +98,9 @@ def _summary(s: Snapshot) -> str:
             s.intake_blocked is None,
         ),
     ]
+    if s.directory:
+        state = "in force" if s.directory_ok else "expired"
+        figures.append(_figure("directory", "Directory", state, s.directory, s.directory_ok))
     return (
         f'<div class="figures">{"".join(figures)}</div>'
         f'<p class="updated">Updated <time id="updated">{_e(_time(s.at))}</time>'

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.errors import TransientError
 from lienthong.health import DiskLimits, check_node
 from lienthong.logs import get_logger
@@ -76,6 +77,7 @@ class Operator:
     on_requeued: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     disk: DiskLimits = field(default_factory=DiskLimits)
+    directory: DirectoryHolder | None = None
 
     @property
     def local_names(self) -> frozenset[str]:
@@ -139,6 +141,7 @@ class _Routes:
             state_dir=op.state_dir,
             now=op.clock(),
             limits=op.disk,
+            directory=op.directory,
         )
         if not health.ok:
             _log.warning("health_failing", checks={c.name: c.reason for c in health.failing})
@@ -154,6 +157,7 @@ class _Routes:
             recent=op.metrics.recent,
             now=op.clock(),
             deviations=op.metrics.deviations_of,
+            directory=op.directory,
         )
 
     async def page(self, request: web.Request) -> web.Response:

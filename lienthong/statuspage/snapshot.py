@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.store import Store, UnknownId
 from lienthong.store.model import DeadLetter, OldestWaiting, PackageRecord, Receipt
 from lienthong.transport.link import Link
@@ -71,6 +72,10 @@ class Snapshot:
     documents: tuple[DocumentRow, ...]
     dead_letters: tuple[DeadLetter, ...]
     dead_total: int
+    directory: str = ""
+    """The directory version in force and its expiry, in words."""
+    directory_ok: bool = True
+    """False once that version has expired."""
 
     @property
     def links_up(self) -> int:
@@ -132,10 +137,12 @@ async def take_snapshot(
     recent: Iterable[str],
     now: float,
     deviations: Mapping[str, tuple[str, ...]] | None = None,
+    directory: DirectoryHolder | None = None,
 ) -> Snapshot:
     """Read the node's links and store once; ``hops`` are the neighbours it sends to (listed
     even with nothing queued), ``recent`` the package ids of recent documents, newest last,
-    ``deviations`` those of recent packages by package id (:attr:`Metrics.deviations_of`)."""
+    ``deviations`` those of recent packages by package id (:attr:`Metrics.deviations_of`),
+    ``directory`` the holder whose expiry the page shows."""
     summary = await store.queue_summary(now)
     dead = await store.dead_letters()
     queues = tuple(
@@ -160,4 +167,6 @@ async def take_snapshot(
         documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN), deviations or {}),
         dead_letters=tuple(sorted(dead, key=lambda d: d.since, reverse=True)[:DEAD_SHOWN]),
         dead_total=len(dead),
+        directory=directory.expiry(now).message if directory else "",
+        directory_ok=directory.expiry(now).ok if directory else True,
     )
