@@ -84,6 +84,24 @@ def _deviation_fields(deviations: Sequence[Problem]) -> dict[str, list[str]]:
     return {"deviations": [f"{d} [{d.kind}]" for d in deviations]} if deviations else {}
 
 
+def _frame_disagreement(kind: str, local: Sequence[str], pkg: Package) -> list[str]:
+    """Why the frame that brought ``pkg`` cannot be believed for delivery here (none: empty).
+
+    The frame names the kind and the recipients for this hop; only the signed package says
+    what it is and whom its sender wrote to.
+    """
+    problems = []
+    if kind != pkg.kind:
+        problems.append(f"the frame says {kind!r}, the signed package is {pkg.kind!r}")
+    named = set(_recipients_of(pkg))
+    problems += [
+        f"the frame addresses {code}, whom the signed package does not name"
+        for code in local
+        if code not in named
+    ]
+    return problems
+
+
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
     """Who a package goes to: the To list, or for a status the document's sender."""
     if isinstance(pkg, StatusPackage):
@@ -302,6 +320,23 @@ class Processor:
         result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
         pkg = result.package
         problems = [str(p) for p in result.problems]
+        if pkg is not None and split.local:
+            forged = _frame_disagreement(record.meta.kind, split.local, pkg)
+            if forged:
+                # The frame, not the signed package, is at fault: nobody the package names
+                # is told anything (a status would come from an agency the sender never wrote
+                # to); the package is kept in quarantine with the reason.
+                self.metrics.refused("reception", "invalid")
+                await self.store.set_package_state(
+                    package_id, PackageState.QUARANTINED, self.clock(), "; ".join(forged)
+                )
+                _log.warning(
+                    "package_quarantined",
+                    document_id=pkg.document_id,
+                    from_peer=record.from_peer,
+                    reasons=forged,
+                )
+                return
         signature_refused = False
         if split.local and record.state == PackageState.STORED:
             verification = await off_loop(
