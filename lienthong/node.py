@@ -293,7 +293,7 @@ class Node:
     async def _start_gateway(self) -> Listener | None:
         """The office-software API, when a port or a socket is configured."""
         settings = self.config.gateway
-        if not settings.port and settings.socket == Path():
+        if not settings.port and settings.socket == Path() and not settings.https.enabled:
             return None
         try:
             return await start_gateway(
@@ -303,6 +303,7 @@ class Node:
                 self.directory,
                 self.clock,
                 routes=operator_routes(self.operator()),
+                upload_dir=self.config.node.state_dir / "uploads",
             )
         except OSError as exc:
             raise ConfigError(
