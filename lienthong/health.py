@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,10 +161,12 @@ async def check_node(
     state_dir: Path,
     now: float,
     limits: DiskLimits | None = None,
+    extra: Sequence[Check] = (),
 ) -> Health:
-    """Run every check of node ``node``."""
+    """Run every check of node ``node``; ``extra`` are checks made elsewhere (the spool)."""
     checks = [await check_store(store)]
     checks += [check_link(name, link) for name, link in links.items()]
     checks.append(check_signing_key(identity, now))
     checks.append(await asyncio.to_thread(check_disk, state_dir, limits or DiskLimits()))
+    checks += extra
     return Health(node, now, tuple(checks))

@@ -149,6 +149,7 @@ class Node:
         )
         self._stop = asyncio.Event()
         self.gateway: Listener | None = None
+        self.spool: Spool | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -267,8 +268,7 @@ class Node:
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
             tasks += [
-                tg.create_task(self._process(), name=f"processor:{i}")
-                for i in range(PROCESSORS)
+                tg.create_task(self._process(), name=f"processor:{i}") for i in range(PROCESSORS)
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if not await self._wait_links_up():
@@ -280,7 +280,8 @@ class Node:
             ]
             tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
             if self.config.spool.enabled:
-                tasks.append(tg.create_task(self._spool().run(), name="spool"))
+                self.spool = self._spool()
+                tasks.append(tg.create_task(self.spool.run(), name="spool"))
             self.gateway = await self._start_gateway()
             status = self.describe()
             self.notifier.ready(status)
@@ -324,6 +325,7 @@ class Node:
             token=self.requeue_token,
             listen_host=self.config.gateway.host,
             on_requeued=lambda: self._wake_senders(self.senders),
+            checks=lambda: [self.spool.check()] if self.spool is not None else [],
             clock=self.clock,
         )
 

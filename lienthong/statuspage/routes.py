@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from lienthong.errors import TransientError
-from lienthong.health import DiskLimits, check_node
+from lienthong.health import Check, DiskLimits, check_node
 from lienthong.logs import get_logger
 from lienthong.metrics import CONTENT_TYPE, Metrics
 from lienthong.statuspage.render import page, sections
@@ -61,7 +61,8 @@ class Operator:
 
     ``hops`` are the neighbours it sends to; ``token`` the secret the status page sends back
     with a requeue; ``listen_host`` the configured listening address (a name it may be
-    reached by); ``on_requeued`` is called after a requeue, to wake the senders.
+    reached by); ``on_requeued`` is called after a requeue, to wake the senders; ``checks``
+    gives the health checks made elsewhere (the spool's).
     """
 
     node: str
@@ -76,6 +77,7 @@ class Operator:
     on_requeued: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     disk: DiskLimits = field(default_factory=DiskLimits)
+    checks: Callable[[], Sequence[Check]] = lambda: ()
 
     @property
     def local_names(self) -> frozenset[str]:
@@ -139,6 +141,7 @@ class _Routes:
             state_dir=op.state_dir,
             now=op.clock(),
             limits=op.disk,
+            extra=op.checks(),
         )
         if not health.ok:
             _log.warning("health_failing", checks={c.name: c.reason for c in health.failing})
