@@ -8,8 +8,10 @@ sockets, against the same in-process node as ``test_gateway_http``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ from test_gateway_http import CLIENTS, DEPT, NODE, NOIVU, TINH, Env, document, r
 from lienthong.config import parse_config
 from lienthong.devnet.axis_client import AxisClient, contains_null, java_hex
 from lienthong.devnet.pki import DevPki
+from lienthong.edxml import build, new_edoc, parse
 from lienthong.errors import ConfigError
 from lienthong.gateway import Client, HashPolicy, Listener, make_app, serve
 from lienthong.gateway.axis import ip_network
@@ -334,6 +337,35 @@ async def test_expect_continue_is_withheld_from_an_unauthenticated_request(env: 
     reply = await forger.get_edoc({"docId": "1"})
     assert reply.got_continue is False
     assert "does not match" in reply.desc
+
+
+async def test_a_large_package_goes_through_streamed_both_ways(env: Env) -> None:
+    """A 3 MB attachment: sendEdoc streams it through a file in upload_dir (removed after),
+    getEdoc streams the base64 back; the package arrives intact."""
+    scan = os.urandom(3 * 1024 * 1024)
+    package = build(
+        new_edoc(
+            from_code=DEPT,
+            to_codes=[NODE],
+            subject="Bản quét",
+            attachments=[("ban-quet.pdf", scan, "application/pdf")],
+            today=dt.date.today(),
+            number="77",
+        )
+    )
+    uploads = env.tmp / "uploads"
+    async with listening(env, upload_dir=uploads) as listener:
+        sender = AxisClient("/", NOIVU.system_id, NOIVU.secret, port=listener.port)
+        sent = await send(sender, package)
+        assert sent.ok, sent.desc
+        assert list(uploads.iterdir()) == []
+        recipient = AxisClient("/", TINH.system_id, TINH.secret, port=listener.port)
+        [row] = await received(recipient)
+        fetched = await recipient.get_edoc({"docId": row["docId"]})
+    assert fetched.ok, fetched.desc
+    assert AxisClient.edoc_of(fetched) == await env.store.read_package(sent.json["DocId"])
+    [attachment] = parse(AxisClient.edoc_of(fetched)).attachments  # type: ignore[union-attr]
+    assert attachment.content == scan
 
 
 # -- issue 13.2: HTTPS for office software on other servers ------------------------------------
