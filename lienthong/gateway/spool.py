@@ -51,6 +51,7 @@ from lienthong.health import Check
 from lienthong.logs import get_logger
 from lienthong.processing import Processor, SubmissionRefused
 from lienthong.store import Store
+from lienthong.store.blobs import _fsync_dir  # the one directory fsync of the project
 from lienthong.store.model import InboxEntry
 
 _log = get_logger("lienthong.gateway.spool")
@@ -111,14 +112,6 @@ def _unique(path: Path, limit: int = NAME_MAX) -> Path:
 def _hidden(name: str) -> str:
     """The temporary name of ``name`` while it is written (ignored by readers of the folder)."""
     return "." + bounded(name, NAME_MAX - 6) + ".part"
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _create(path: Path, data: bytes) -> None:
