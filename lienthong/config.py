@@ -178,6 +178,17 @@ def _hash_policy(value: Any) -> str | None:
     return None if value in ("refuse", "accept") else "must be refuse or accept"
 
 
+VALIDATION_MODES = ("lenient", "strict")
+
+
+def _validation_mode(value: Any) -> str | None:
+    return None if value in VALIDATION_MODES else "must be lenient or strict"
+
+
+def _validation_mode_or_unset(value: Any) -> str | None:
+    return None if value == "" else _validation_mode(value)
+
+
 def _port_or_zero(value: Any) -> str | None:
     return None if 0 <= value < 65536 else "must be a TCP port number, or 0 for none"
 
@@ -224,6 +235,10 @@ class GatewayClient:
         "", None, "over HTTPS, its client certificate must have this common name"
     )
 
+    validation: str = _setting(
+        "", _validation_mode_or_unset, "lenient or strict for this client; unset: [validation]"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class HttpsSettings:
@@ -268,6 +283,23 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ValidationSettings:
+    """``[validation]``: how packages from this node's own office software are checked.
+
+    Lenient (the default) accepts the deviations from QCVN 102 that real producers live with
+    and shows them; strict refuses a submission that has any. Packages from neighbours are
+    always taken leniently: the axis carries such packages, and refusing them helps no one.
+    """
+
+    mode: str = _setting("lenient", _validation_mode, "lenient or strict, for submissions")
+
+    @property
+    def strict(self) -> bool:
+        """True in strict mode."""
+        return self.mode == "strict"
+
+
+@dataclass(frozen=True, slots=True)
 class SpoolSettings:
     """``[spool]``: folders for office software that only drops and picks up files."""
 
@@ -283,6 +315,27 @@ class SpoolSettings:
         return self.dir != _NO_PATH
 
 
+def _expiry_policy(value: Any) -> str | None:
+    return None if value in ("warn", "refuse_submissions") else "must be warn or refuse_submissions"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    """``[directory]``: signed directory versions from the directory authority."""
+
+    authority: Path = _setting(
+        _NO_PATH, None, "the directory authority's certificate; unset: the directory file only"
+    )
+    on_expiry: str = _setting(
+        "warn", _expiry_policy, "past expiry: warn (keep routing) or refuse_submissions"
+    )
+    warn_before_s: float = _setting(7 * 86400.0, _not_negative, "warn this long before expiry")
+    ask_parent_s: float = _setting(
+        600.0, _positive, "ask the parent for a newer version this often"
+    )
+    check_s: float = _setting(2.0, _positive, "look for versions published here this often")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration file."""
@@ -296,6 +349,8 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
+    validation: ValidationSettings = field(default_factory=ValidationSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
 
 
 _REQUIRED = {"node.code"}

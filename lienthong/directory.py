@@ -195,8 +195,12 @@ class Directory:
         national: str,
         agencies: Mapping[str, Agency],
         peer_links: Iterable[frozenset[str]] = (),
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
-        """Take already-resolved agencies; :meth:`from_mapping` is the checked way in."""
+        """Take already-resolved agencies; :meth:`from_mapping` is the checked way in.
+
+        ``aliases`` maps renamed (old) codes to codes listed here: see :meth:`resolve`.
+        """
         self.national = national
         self._agencies = dict(agencies)
         self._children: dict[str, list[str]] = {code: [] for code in self._agencies}
@@ -204,7 +208,21 @@ class Directory:
             if agency.parent is not None:
                 self._children[agency.parent].append(agency.code)
         self.peer_links: frozenset[frozenset[str]] = frozenset(peer_links)
+        self.aliases: Mapping[str, str] = {
+            old: new for old, new in (aliases or {}).items() if new in self._agencies
+        }
         self._depth: dict[str, int] = {}
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> Directory:
+        """The same directory where each old code of ``aliases`` stands for its new code
+        (aliases whose new code is not listed are left out)."""
+        return Directory(self.national, self._agencies, self.peer_links, aliases)
+
+    def resolve(self, code: str) -> str:
+        """``code`` itself when listed (or unknown), its new code when it was renamed."""
+        if code in self._agencies:
+            return code
+        return self.aliases.get(code, code)
 
     # -- construction -------------------------------------------------------------------------
 

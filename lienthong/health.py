@@ -13,6 +13,9 @@ Four checks, each with a reason an operator can act on:
 ``signing_key``
     The signing identity is loaded, its key matches its certificate, and the certificate is
     valid now (an expired one makes every package it signs refused downstream).
+``directory``
+    The directory version in force has not expired (the reason names it and its expiry; what
+    the node refuses meanwhile is ``[directory] on_expiry``).
 ``disk``
     The file system holding the state folder has at least ``min_free_bytes`` free and at least
     ``min_free_ratio`` of its size.
@@ -33,6 +36,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.errors import LienthongError
 from lienthong.store import Store
 from lienthong.transport.link import Link
@@ -162,11 +166,15 @@ async def check_node(
     now: float,
     limits: DiskLimits | None = None,
     extra: Sequence[Check] = (),
+    directory: DirectoryHolder | None = None,
 ) -> Health:
     """Run every check of node ``node``; ``extra`` are checks made elsewhere (the spool)."""
     checks = [await check_store(store)]
     checks += [check_link(name, link) for name, link in links.items()]
     checks.append(check_signing_key(identity, now))
+    if directory is not None:
+        expiry = directory.expiry(now)
+        checks.append(Check("directory", expiry.ok, expiry.message))
     checks.append(await asyncio.to_thread(check_disk, state_dir, limits or DiskLimits()))
     checks += extra
     return Health(node, now, tuple(checks))

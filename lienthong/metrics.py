@@ -17,6 +17,8 @@ Series (all prefixed ``lienthong_``)::
     transfer_failures_total{neighbour,outcome} no receipt / link down: retry or dead
     frames_refused_total{neighbour}           frames that could not be decoded or reassembled
     refusals_total{stage,reason}              see REFUSAL_REASONS and RefusalStage
+    deviations_total{stage,kind}              QCVN 102 deviations tolerated (DEVIATION_KINDS),
+                                              at submission or at delivery
     signature_checks_total{result}            ok | refused, at the destination
     bytes_received_total{neighbour}           frame bytes in (transfers and receipts)
     bytes_sent_total{neighbour}               frame bytes out (transfers and receipts)
@@ -53,6 +55,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from lienthong.edxml.validate import Problem
 from lienthong.store import Store
 from lienthong.store.lifecycle import TransferState
 from lienthong.store.model import DeadLetter, QueueSummary
@@ -148,6 +151,14 @@ class Metrics:
             "Packages refused, by stage and reason (" + ", ".join(REFUSAL_REASONS) + ").",
             ["stage", "reason"],
         )
+        self._deviations = counter(
+            "lienthong_deviations",
+            "Deviations from QCVN 102 in packages accepted, by stage and kind.",
+            ["stage", "kind"],
+        )
+        self.deviations_of: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        """The deviations (``PATH: MESSAGE [kind]``) of the recent packages that had any, by
+        package id, for the status page; the package itself is kept and can be checked again."""
         self._signatures = counter(
             "lienthong_signature_checks",
             "Signature verifications at the destination, by result (ok, refused).",
@@ -266,6 +277,18 @@ class Metrics:
     def refused(self, stage: RefusalStage, reason: RefusalReason) -> None:
         """A package was refused at ``stage`` for ``reason``."""
         self._refusals.labels(stage, reason).inc()
+
+    def deviated(self, stage: str, package_id: str, deviations: Iterable[Problem]) -> None:
+        """A package accepted at ``stage`` (submission or delivery) had these deviations."""
+        found = tuple(deviations)
+        if not found:
+            return
+        for deviation in found:
+            self._deviations.labels(stage, deviation.kind).inc()
+        self.deviations_of[package_id] = tuple(f"{d} [{d.kind}]" for d in found)
+        self.deviations_of.move_to_end(package_id)
+        while len(self.deviations_of) > RECENT_DOCUMENTS:
+            self.deviations_of.popitem(last=False)
 
     def signature_checked(self, ok: bool) -> None:
         """A signature verification ended ``ok`` or refused."""

@@ -24,10 +24,10 @@ and resumes on the next start.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 import time
-import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,10 @@ import structlog
 
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
+from lienthong.dirfiles import VersionFiles, load_authority, load_in_force
+from lienthong.dirholder import DirectoryHolder
+from lienthong.dirsync import DirectorySync, claims
+from lienthong.dirversion import DirectoryVersion
 from lienthong.errors import ConfigError
 from lienthong.gateway import Listener, start_gateway
 from lienthong.gateway.spool import Spool
@@ -42,6 +46,7 @@ from lienthong.keyfiles import load_identity, load_trust_store, read_passphrase
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
 from lienthong.processing import Processor
+from lienthong.routing import split_by_next_hop
 from lienthong.sdnotify import Notifier, watchdog_interval
 from lienthong.statuspage import Operator, operator_routes
 from lienthong.store import PackageState, SqliteStore
@@ -70,22 +75,9 @@ def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 def load_directory(config: Config) -> Directory:
-    """The directory file named by ``node.directory``, checked."""
-    path = config.node.directory
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", key="node.directory") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}", key="node.directory") from exc
-    directory = Directory.from_mapping(data)
-    me = config.node.code
-    if me not in directory.nodes:
-        raise ConfigError(
-            f"the directory {path} does not list {me} as an agency that runs a node (node = true)",
-            key="node.code",
-        )
-    return directory
+    """The directory in force at the node: its highest stored signed version that verifies,
+    else its directory file (see :mod:`lienthong.dirfiles`), with today's aliases."""
+    return load_in_force(config).version.routing_directory(dt.datetime.now(dt.UTC).date())
 
 
 def load_keys(config: Config) -> tuple[SigningIdentity, TrustStore]:
@@ -116,7 +108,15 @@ class Node:
         self.me = config.node.code
         self.clock = clock
         self.notifier = notifier or Notifier()
-        self.directory = load_directory(config)
+        in_force = load_in_force(config)
+        self.directories = DirectoryHolder(
+            in_force.version,
+            in_force.since,
+            policy=config.directory.on_expiry,  # type: ignore[arg-type]
+            warn_before_s=config.directory.warn_before_s,
+            clock=clock,
+        )
+        """The directory in force: the one place every part reads it from."""
         self.identity, self.trust = load_keys(config)
         self.store = SqliteStore(config.node.state_dir, config.store)
         self.metrics = Metrics()
@@ -134,9 +134,25 @@ class Node:
             metrics=self.metrics,
         )
         self.senders = self._make_senders()
+        authority = config.directory.authority
+        self.dirsync = DirectorySync(
+            me=self.me,
+            holder=self.directories,
+            files=VersionFiles(config.node.state_dir),
+            authority=load_authority(authority) if authority != Path() else None,
+            links=self.links,
+            max_chunk=max_chunk_for(config.transfer.message_size_limit),
+            ask_parent_s=config.directory.ask_parent_s,
+            check_s=config.directory.check_s,
+            on_applied=self._follow_directory,
+            clock=clock,
+        )
+        self._tg: asyncio.TaskGroup | None = None
+        self._late_tasks: list[asyncio.Task[Any]] = []
+        """Senders started for neighbours a new directory version added."""
         self.processor = Processor(
             me=self.me,
-            directory=self.directory,
+            directory=self.directories,
             identity=self.identity,
             trust=self.trust,
             store=self.store,
@@ -146,6 +162,7 @@ class Node:
             clock=clock,
             on_enqueued=self._wake_senders,
             metrics=self.metrics,
+            strict=config.validation.strict,
         )
         self._stop = asyncio.Event()
         self.gateway: Listener | None = None
@@ -179,9 +196,17 @@ class Node:
     def _on_message(self, name: str) -> OnMessage:
         # Links are made before the receiver, so the link is looked up when a frame arrives.
         async def on_message(sender: str, payload: bytes) -> None:
+            if claims(payload):  # directory versions: their own frames, their own handler
+                await self.dirsync.on_frame(sender, payload)
+                return
             await self.receiver.on_frame(self.links[name], sender, payload)
 
         return on_message
+
+    @property
+    def directory(self) -> Directory:
+        """The directory in force (read from :attr:`directories` at each use)."""
+        return self.directories.directory
 
     def neighbours(self) -> dict[str, str]:
         """Each neighbour node and the name of the link that reaches it.
@@ -210,29 +235,83 @@ class Node:
         return out
 
     def _make_senders(self) -> dict[str, HopSender]:
+        return {
+            neighbour: self._make_sender(neighbour, link_name)
+            for neighbour, link_name in self.neighbours().items()
+        }
+
+    def _make_sender(self, neighbour: str, link_name: str) -> HopSender:
         transfer = self.config.transfer
-        senders: dict[str, HopSender] = {}
-        for neighbour, link_name in self.neighbours().items():
-            link = self.links.get(link_name)
-            if link is None:
-                raise ConfigError(
-                    f"the directory makes {neighbour} a neighbour of {self.me} through the"
-                    f" {link_name} broker, but links.{link_name}.host is not set",
-                    key=f"links.{link_name}.host",
-                )
-            senders[neighbour] = HopSender(
-                neighbour=neighbour,
-                link=link,
-                store=self.store,
-                receipts=self.receipts,
-                max_chunk=max_chunk_for(transfer.message_size_limit),
-                receipt_timeout=transfer.receipt_timeout_s,
-                window=transfer.window,
-                poll=transfer.poll_s,
-                clock=self.clock,
-                metrics=self.metrics,
+        link = self.links.get(link_name)
+        if link is None:
+            raise ConfigError(
+                f"the directory makes {neighbour} a neighbour of {self.me} through the"
+                f" {link_name} broker, but links.{link_name}.host is not set",
+                key=f"links.{link_name}.host",
             )
-        return senders
+        return HopSender(
+            neighbour=neighbour,
+            link=link,
+            store=self.store,
+            receipts=self.receipts,
+            max_chunk=max_chunk_for(transfer.message_size_limit),
+            receipt_timeout=transfer.receipt_timeout_s,
+            window=transfer.window,
+            poll=transfer.poll_s,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+
+    async def _follow_directory(self, previous: DirectoryVersion, new: DirectoryVersion) -> None:
+        """A new directory version is in force: send to the neighbours it adds.
+
+        Senders of neighbours it removes keep running, so nothing queued for them is stranded
+        (their transfers are re-routed by :meth:`_reroute`).
+        """
+        try:
+            neighbours = self.neighbours()
+        except ConfigError as exc:
+            _log.error("directory_neighbours_unusable", reason=str(exc))
+            return
+        for neighbour, link_name in neighbours.items():
+            if neighbour in self.senders or link_name not in self.links:
+                continue
+            sender = self._make_sender(neighbour, link_name)
+            self.senders[neighbour] = sender
+            if self._tg is not None:
+                task = self._tg.create_task(sender.run(), name=f"sender:{neighbour}")
+                self._late_tasks.append(task)
+            _log.info("neighbour_added", neighbour=neighbour, link=link_name)
+        await self._reroute(neighbours)
+
+    async def _reroute(self, neighbours: Mapping[str, str]) -> None:
+        """Move queued transfers whose recipients the directory in force routes elsewhere.
+
+        A transfer whose recipients now go to one other neighbour is moved there (kept whole,
+        journaled). One whose recipients are now served here, or split over several hops, is
+        left on its hop when that hop still exists (it routes them on); otherwise it is logged
+        as ``transfer_not_rerouted`` for the operator.
+        """
+        now = self.clock()
+        moved: set[str] = set()
+        for transfer_id, hop, recipients in await self.store.queued_transfers():
+            split = split_by_next_hop(self.me, self.directory, recipients)
+            hops = list(split.by_hop)
+            if hops == [hop] and not split.local:
+                continue
+            if len(hops) == 1 and not split.local and not split.refused:
+                if await self.store.retarget(transfer_id, hops[0], split.by_hop[hops[0]], now):
+                    moved.add(hops[0])
+                    _log.info("transfer_rerouted", transfer_id=transfer_id, old=hop, new=hops[0])
+                continue
+            if hop not in neighbours:
+                _log.warning(
+                    "transfer_not_rerouted",
+                    transfer_id=transfer_id,
+                    next_hop=hop,
+                    reason="its recipients are no longer reached through one neighbour",
+                )
+        self._wake_senders(moved)
 
     def _wake_senders(self, hops: Iterable[str]) -> None:
         for hop in hops:
@@ -264,6 +343,7 @@ class Node:
 
     async def _serve(self, resumed: int) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tasks: list[asyncio.Task[Any]] = [
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
@@ -279,6 +359,7 @@ class Node:
                 for hop, sender in self.senders.items()
             ]
             tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+            tasks.append(tg.create_task(self.dirsync.run(), name="directory"))
             if self.config.spool.enabled:
                 self.spool = self._spool()
                 tasks.append(tg.create_task(self.spool.run(), name="spool"))
@@ -289,7 +370,7 @@ class Node:
             await self._stop.wait()
             await self._drain()
             self.receiver.cancel()
-            _cancel(tasks)
+            _cancel(tasks + self._late_tasks)
 
     async def _start_gateway(self) -> Listener | None:
         """The office-software API, when a port or a socket is configured."""
@@ -301,7 +382,7 @@ class Node:
                 settings,
                 self.processor,
                 self.store,
-                self.directory,
+                self.directories,
                 self.clock,
                 routes=operator_routes(self.operator()),
                 upload_dir=self.config.node.state_dir / "uploads",
@@ -327,6 +408,7 @@ class Node:
             on_requeued=lambda: self._wake_senders(self.senders),
             checks=lambda: [self.spool.check()] if self.spool is not None else [],
             clock=self.clock,
+            directory=self.directories,
         )
 
     async def _remember_in_progress(self) -> None:

@@ -37,8 +37,10 @@ from cryptography.hazmat.primitives import serialization
 
 from lienthong import business, receipts
 from lienthong.directory import Directory
+from lienthong.dirholder import DirectoryHolder, fixed
 from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, validate
 from lienthong.edxml.model import Organization
+from lienthong.edxml.validate import Problem
 from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
@@ -77,6 +79,11 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def _deviation_fields(deviations: Sequence[Problem]) -> dict[str, list[str]]:
+    """Log fields for a package's deviations: none when it has none."""
+    return {"deviations": [f"{d} [{d.kind}]" for d in deviations]} if deviations else {}
+
+
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
     """Who a package goes to: the To list, or for a status the document's sender."""
     if isinstance(pkg, StatusPackage):
@@ -91,7 +98,7 @@ class Processor:
         self,
         *,
         me: str,
-        directory: Directory,
+        directory: Directory | DirectoryHolder,
         identity: SigningIdentity,
         trust: TrustStore,
         store: Store,
@@ -101,12 +108,19 @@ class Processor:
         clock: Callable[[], float] = time.time,
         on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
         metrics: Metrics | None = None,
+        strict: bool = False,
     ) -> None:
-        """``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
+        """``strict`` refuses submissions that deviate from QCVN 102 (the node's
+        ``[validation] mode``); reception is always lenient, as the axis is.
+        ``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
         ``max_age_s`` is the store's package age limit, named in expiry notices; ``metrics``
-        counts submissions, deliveries, refusals, signature checks and status 01 latencies."""
+        counts submissions, deliveries, refusals, signature checks and status 01 latencies.
+        ``directory`` is the node's :class:`DirectoryHolder` (read at each use, so a new
+        version applies to the next package), or one fixed directory."""
         self.me = me
-        self.directory = directory
+        self.directories = (
+            directory if isinstance(directory, DirectoryHolder) else fixed(directory, clock)
+        )
         self.identity = identity
         self.trust = trust
         self.store = store
@@ -116,20 +130,28 @@ class Processor:
         self.clock = clock
         self.on_enqueued = on_enqueued
         self.metrics = metrics or Metrics()
+        self.strict = strict
+
+    @property
+    def directory(self) -> Directory:
+        """The directory in force."""
+        return self.directories.directory
 
     # -- submission ---------------------------------------------------------------------------
 
-    async def submit(self, data: bytes) -> Submitted:
+    async def submit(self, data: bytes, *, strict: bool | None = None) -> Submitted:
         """Validate, sign, store and route a package from office software.
 
-        Raises :class:`SubmissionRefused` with every problem when the package is invalid, its
-        sender is not served by this node, or a recipient cannot be routed. Submitting the same
-        bytes again is recognised and routes nothing twice (``duplicate=True``).
+        Raises :class:`SubmissionRefused` with every problem when the package has an error
+        (or, when ``strict``, a deviation from QCVN 102; ``None``: the node's mode), its sender
+        is not served by this node, or a recipient cannot be routed. Submitting the same bytes
+        again is recognised and routes nothing twice (``duplicate=True``).
         """
         result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
-        if not result.ok or result.package is None:
+        refusals = result.refusals(strict=self.strict if strict is None else strict)
+        if refusals or result.package is None:
             self.metrics.refused("submission", "invalid")
-            raise SubmissionRefused([str(p) for p in result.problems])
+            raise SubmissionRefused([str(p) for p in refusals])
         pkg = result.package
         problems, cause = self._submission_problems(pkg)
         if problems:
@@ -137,14 +159,18 @@ class Processor:
             raise SubmissionRefused(problems)
         signed = data if pkg.signed else await off_loop(sign_package, data, self.identity)
         self.metrics.submitting(pkg.document_id, self.clock())
-        submitted = await self._store_and_route(signed, pkg)
+        submitted = await self._store_and_route(signed, pkg, result.deviations)
         if not submitted.duplicate:
             self.metrics.submitted(pkg.kind, submitted.package_id)
+            self.metrics.deviated("submission", submitted.package_id, result.deviations)
         return submitted
 
     def _submission_problems(self, pkg: Package) -> tuple[list[str], RefusalReason]:
         """Why the package cannot be sent from here (none: an empty list), and the
         refusal label that groups them."""
+        expired = self.directories.submission_refusal(self.clock())
+        if expired is not None:
+            return [expired], "other"
         sender = pkg.sender
         if sender not in self.directory:
             return [f"the sending agency {sender} is not in this node's directory"], "other"
@@ -154,7 +180,9 @@ class Processor:
         problems = [f"recipient {code}: {why}" for code, why in split.refused.items()]
         return problems, "unknown_recipient"
 
-    async def _store_and_route(self, signed: bytes, pkg: Package) -> Submitted:
+    async def _store_and_route(
+        self, signed: bytes, pkg: Package, deviations: Sequence[Problem] = ()
+    ) -> Submitted:
         now = self.clock()
         recipients = _recipients_of(pkg)
         meta = PackageMeta.for_bytes(signed, pkg.document_id, pkg.kind, pkg.sender, recipients)
@@ -168,6 +196,7 @@ class Processor:
             kind=pkg.kind,
             recipients=list(recipients),
             size=len(signed),
+            **_deviation_fields(deviations),
         )
         local, hops = await self._route(package_id, pkg, recipients)
         return Submitted(package_id, pkg.document_id, pkg.kind, False, local, hops)
@@ -208,6 +237,15 @@ class Processor:
         record = await self.store.get_package(package_id)
         if record.state != PackageState.VERIFIED:
             await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
+        request = business.request_of(pkg) if isinstance(pkg, EdocPackage) else None
+        # A revoke or replace request is carried out before its own package enters the inbox:
+        # the official SDK gives such a package the header (so the DocumentId) of the document
+        # it withdraws, and it must not withdraw itself.
+        answers = {
+            recipient: await self._apply(pkg, request, recipient, now)
+            for recipient in local
+            if request is not None and isinstance(pkg, EdocPackage)
+        }
         await self.store.inbox_add(package_id, local, now)
         self.metrics.delivered(pkg.kind, len(local))
         _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
@@ -224,16 +262,17 @@ class Processor:
             )
             self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
             return
-        request = business.request_of(pkg)
         for recipient in local:
             await self._answer(pkg, recipient, receipts.ARRIVED, ())
-            if request is not None:
-                await self._apply(pkg, request, recipient, now)
+            if recipient in answers:
+                code, reasons = answers[recipient]
+                await self._answer(pkg, recipient, code, reasons)
 
     async def _apply(
         self, pkg: EdocPackage, request: business.Request, recipient: str, now: float
-    ) -> None:
-        """Carry out a revoke, update or replace request for ``recipient`` and answer 15/16."""
+    ) -> tuple[str, list[str]]:
+        """Carry out a revoke, update or replace request for ``recipient``; the status (15 or
+        16) and reasons to answer."""
         withdrawn = {
             doc: await self.store.inbox_revoke(
                 doc, recipient, now, f"{request.kind.name.lower()}d by {pkg.document_id}"
@@ -249,7 +288,7 @@ class Processor:
             status=code,
             withdrawn=withdrawn,
         )
-        await self._answer(pkg, recipient, code, reasons)
+        return code, list(reasons)
 
     # -- reception ----------------------------------------------------------------------------
 
@@ -281,6 +320,14 @@ class Processor:
             self.metrics.refused("reception", "signature" if signature_refused else "invalid")
             await self._refuse(package_id, record.meta.document_id, pkg, split.local, problems)
             return
+        if split.local and result.deviations:
+            # Reception is lenient whatever the mode: deviations are shown, never refused.
+            self.metrics.deviated("delivery", package_id, result.deviations)
+            _log.info(
+                "package_deviations",
+                document_id=pkg.document_id,
+                **_deviation_fields(result.deviations),
+            )
         await self._route(package_id, pkg, record.meta.recipients)
 
     async def _refuse(
@@ -338,9 +385,7 @@ class Processor:
         )
         signed = await off_loop(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
-        _log.info(
-            "status_sent", document_id=document.document_id, status=code, reporter=reporter
-        )
+        _log.info("status_sent", document_id=document.document_id, status=code, reporter=reporter)
 
     async def answer_expired(self, package_ids: Iterable[str]) -> int:
         """Send a status 02 for each expired document package; how many were answered.

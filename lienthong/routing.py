@@ -111,11 +111,14 @@ def next_hop(me: str, directory: Directory, recipient: str) -> Route:
 
     ``Local`` when ``me`` serves the recipient, ``Forward`` to the neighbour node to send to,
     ``Refused`` with a reason when the recipient is malformed or not in the directory (never
-    guessed). Raises :class:`ConfigError` when ``me`` is not a node of the directory.
+    guessed). A code the directory carries as an alias of a renamed agency is routed, and
+    named in the route, as its new code. Raises :class:`ConfigError` when ``me`` is not a
+    node of the directory.
     """
     agency = directory.get(me)
     if agency is None or not agency.runs_node:
         raise ConfigError(f"{me} is not a node of the directory", "node.code")
+    recipient = directory.resolve(recipient)
     refused = _refusal(directory, recipient)
     if refused is not None:
         return refused
@@ -138,13 +141,15 @@ def split_by_next_hop(me: str, directory: Directory, recipients: Iterable[str]) 
     """Group ``recipients`` by next hop from ``me`` (duplicates counted once).
 
     One package to many recipients travels as one copy per neighbour, each copy carrying all
-    the recipients reached through that neighbour.
+    the recipients reached through that neighbour. Renamed codes are grouped under their new
+    code (see :func:`next_hop`).
     """
     local: list[str] = []
     by_hop: dict[str, list[str]] = {}
     refused: dict[str, str] = {}
     seen: set[str] = set()
     for recipient in recipients:
+        recipient = directory.resolve(recipient)
         if recipient in seen:
             continue
         seen.add(recipient)

@@ -27,17 +27,33 @@ def test_validate_valid_files(capsys: pytest.CaptureFixture[str], data_dir: Path
     assert out.splitlines() == [f"{f}: valid" for f in files]
 
 
-def test_validate_lists_every_problem(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
-    """An invalid file prints one ``FILE: PATH: MESSAGE`` line per problem and exits 1."""
-    bad = str(data_dir / "invalid_many_problems.xml")
+def test_validate_lists_every_error(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    """A file with errors prints one ``FILE: PATH: MESSAGE`` line per error and exits 1."""
+    bad = str(data_dir / "invalid_manifest_mismatch.xml")
     good = str(data_dir / "edoc_valid.xml")
     status, out, _ = _run(capsys, "validate", bad, good)
     assert status == 1
     lines = out.splitlines()
     assert f"{good}: valid" in lines
     bad_lines = [line for line in lines if line.startswith(f"{bad}: ")]
-    assert len(bad_lines) == 3
-    assert f"{bad}: edXMLEnvelope/edXMLHeader/MessageHeader/OtherInfo/Priority: " in out
+    assert len(bad_lines) == 2
+    assert f"{bad}: AttachmentEncoded/Attachment/ContentId: " in out
+
+
+def test_validate_warns_of_deviations(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    """Deviations print as warnings and exit 0; with ``--strict`` they fail with exit 1."""
+    path = str(data_dir / "deviation_many_problems.xml")
+    status, out, _ = _run(capsys, "validate", path)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{path}: valid (with deviations)"
+    assert len(lines) == 4
+    assert f"{path}: warning: edXMLEnvelope/edXMLHeader/MessageHeader/OtherInfo/Priority: " in out
+    assert "[integer]" in out
+    status, out, _ = _run(capsys, "validate", "--strict", path)
+    assert status == 1
+    assert f"{path}: deviation: edXMLEnvelope/edXMLHeader/MessageHeader/From/Telephone: " in out
+    assert "valid" not in out.splitlines()[0]
 
 
 def test_validate_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -68,6 +84,26 @@ def test_inspect_status_and_business(capsys: pytest.CaptureFixture[str], data_di
     assert "status:       03 (accepted)" in out
     _, out, _ = _run(capsys, "inspect", str(data_dir / "revoke.xml"))
     assert "business:     revoke of 000.00.00.G22,2025/09/30,7816/VPCP-TTĐT" in out
+
+
+def test_inspect_lists_deviations(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    """inspect of real traffic prints the summary, then each deviation with its kind; exit 0."""
+    status, out, _ = _run(capsys, "inspect", str(data_dir / "real_axis_2025.xml"))
+    assert status == 0
+    assert "attachments:  1" in out
+    assert "(no agency) at 2025-09-30 14:05:13" in out
+    assert "deviation:    edXMLEnvelope/edXMLHeader/MessageHeader/SignerInfo: is missing" in out
+    assert "[business_document_id]" in out
+
+
+def test_inspect_names_a_foreign_layout(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:
+    """A file with attachments outside AttachmentEncoded: exit 1, the error names where they
+    are, and no attachment count that leaves them out."""
+    status, out, _ = _run(capsys, "inspect", str(data_dir / "invalid_attachments_in_envelope.xml"))
+    assert status == 1
+    assert "error:        edXMLEnvelope/edXMLAttachments: holds 1 attachment(s)" in out
+    assert "not in the QCVN 102 layout" in out
+    assert "attachments:" not in out
 
 
 def test_inspect_refused_file(capsys: pytest.CaptureFixture[str], data_dir: Path) -> None:

@@ -40,7 +40,11 @@ def test_settings_are_read_and_converted() -> None:
         (MINIMAL + '[store.retry]\nmax_attempts = "3"\n', "store.retry.max_attempts", "integer"),
         (MINIMAL + "[store.retry]\njitter = 2\n", "store.retry.jitter", "between 0 and 1"),
         (MINIMAL + "[store]\nlease = 5\n", "store.lease", "known keys: busy_timeout_ms"),
-        (MINIMAL + "[nodes]\n", "nodes", "known keys: daemon, gateway, identity, links, node"),
+        (
+            MINIMAL + "[nodes]\n",
+            "nodes",
+            "known keys: daemon, directory, gateway, identity, links, node",
+        ),
         (MINIMAL + "store = 3\n", "node.store", "unknown key"),
         ('[store]\nretry = 1\n[node]\ncode = "000.00.12.H30"\n', "store.retry", "must be a table"),
     ],

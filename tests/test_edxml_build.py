@@ -70,11 +70,13 @@ organizations = st.builds(
     Organization, codes, text, opt_text, opt_text, opt_text, opt_text, opt_text, opt_text
 )
 staff = st.builds(StaffInfo, opt_text, opt_text, opt_text, opt_text)
-response_for = st.builds(ResponseFor, codes, text, dates, text)
-traces = tuples(st.builds(TraceHeader, codes, timestamps))
+# A DocumentId is never empty in a model: parse derives one where the package gives none.
+document_ids = text.filter(bool)
+response_for = st.builds(ResponseFor, codes, text, st.none() | dates, document_ids)
+traces = tuples(st.builds(TraceHeader, st.none() | codes, st.none() | timestamps))
 business = st.builds(
     Business,
-    text,
+    document_ids,
     st.sampled_from(BusinessDocType),
     opt_text,
     st.none() | st.integers(0, 1),
@@ -92,7 +94,7 @@ business = st.builds(
 attachments = st.builds(
     Attachment,
     ids,
-    text,
+    text.filter(bool),  # an attachment without a name is read under its ContentId
     st.sampled_from(["application/pdf", "text/plain", "application/zip", "image/png"]),
     st.binary(max_size=200),
     opt_text,
@@ -106,11 +108,11 @@ def edocs(draw: st.DrawFn) -> EdocPackage:
         from_=draw(organizations),
         to=draw(tuples(organizations, min_size=1)),
         code=draw(st.builds(Code, text, text)),
-        promulgation=draw(st.builds(PromulgationInfo, text, dates)),
-        document_type=draw(st.builds(DocumentType, small_int, opt_int, opt_text)),
+        promulgation=draw(st.builds(PromulgationInfo, text, st.none() | dates)),
+        document_type=draw(st.builds(DocumentType, opt_int, opt_int, opt_text)),
         subject=draw(text),
-        signer=draw(st.builds(SignerInfo, opt_text, opt_text, opt_text)),
-        document_id=draw(text),
+        signer=draw(st.none() | st.builds(SignerInfo, opt_text, opt_text, opt_text)),
+        document_id=draw(document_ids),
         content=draw(opt_text),
         due_date=draw(st.none() | dates),
         to_places=draw(tuples(text)),

@@ -35,8 +35,18 @@ def test_corpus_outcome(name: str) -> None:
     outcome = expected["outcome"]
     if outcome == "valid":
         assert result.problems == ()
+        assert result.deviations == ()
         assert result.package is not None
         assert result.package.kind == expected["kind"]
+    elif outcome == "deviates":
+        assert result.problems == ()
+        assert result.package is not None
+        for path, fragment, kind in expected["deviations"]:
+            assert any(
+                p.path == path and fragment in p.message and p.kind == kind
+                for p in result.deviations
+            ), (path, fragment, kind, result.deviations)
+        assert result.refusals(strict=True) == result.deviations
     elif outcome == "refused":
         assert result.refusal == expected["reason"]
         assert len(result.problems) == 1
@@ -44,6 +54,7 @@ def test_corpus_outcome(name: str) -> None:
     else:
         assert outcome == "invalid"
         assert not result.ok
+        assert all(p.is_error for p in result.problems)
         for path, fragment in expected["problems"]:
             assert any(p.path == path and fragment in p.message for p in result.problems), (
                 path,

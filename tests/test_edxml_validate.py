@@ -30,7 +30,9 @@ def _pkg(**changes: object) -> EdocPackage:
 
 
 def _problems(pkg: EdocPackage | StatusPackage, today: dt.date = TODAY) -> list[Problem]:
-    return list(validate(build(pkg), today=today).problems)
+    """Every finding, errors and deviations alike."""
+    result = validate(build(pkg), today=today)
+    return list(result.problems + result.deviations)
 
 
 def _has(problems: list[Problem], path: str, fragment: str) -> bool:
@@ -94,6 +96,8 @@ def test_every_problem_is_listed() -> None:
     assert _has(problems, f"{HEADER}/OtherInfo/Priority", "0..4")
     assert _has(problems, f"{HEADER}/DocumentId", "number '13' differs from '12'")
     assert len(problems) == 5
+    errors = validate(build(pkg), today=TODAY).problems
+    assert [p.path for p in errors] == [f"{HEADER}/To[2]/OrganId"]
 
 
 def test_manifest_must_match_attachments() -> None:
@@ -135,5 +139,8 @@ def test_xsd_problem_path_is_readable(data_dir: Path) -> None:
         .read_bytes()
         .replace(b"<edXML:Subject>", b"<edXML:Nonsense/><edXML:Subject>")
     )
-    problems = list(validate(data).problems)
-    assert any(p.path == f"{HEADER}/Nonsense" and "{" not in p.message for p in problems), problems
+    problems = list(validate(data).deviations)
+    assert any(
+        p.path == f"{HEADER}/Nonsense" and "{" not in p.message and p.kind == "schema"
+        for p in problems
+    ), problems

@@ -327,12 +327,12 @@ async def test_a_sender_the_client_may_not_send_for_is_refused(env: Env) -> None
 async def test_an_invalid_package_is_refused_with_every_problem(env: Env, data_dir: Path) -> None:
     """sendEdoc of a package with several faults lists each of them in ErrorDesc."""
     package = (
-        (data_dir / "invalid_many_problems.xml")
+        (data_dir / "invalid_manifest_mismatch.xml")
         .read_bytes()
         .replace(b"000.00.00.G22", DEPT.encode())
     )
     problems = validate(package).problems
-    assert len(problems) > 2
+    assert len(problems) == 2
     reply = await send(env.client(NOIVU), package)
     assert not reply.ok
     assert reply.json["ErrorCode"] == "4"

@@ -168,6 +168,7 @@ def test_healthz_follows_the_broker(net: Network) -> None:
         "link:parent": True,
         "signing_key": True,
         "disk": True,
+        "directory": True,
     }
     broker = net.brokers[NATIONAL]
     broker.stop()

@@ -13,6 +13,8 @@ PURE = [
     ROOT / "trust",
     ROOT / "routing.py",
     ROOT / "directory.py",
+    ROOT / "dirversion.py",
+    ROOT / "dirholder.py",
     ROOT / "transport" / "frames.py",
     ROOT / "xmlsafe.py",
 ]

@@ -174,7 +174,9 @@ def _refusals(processor: Processor, stage: str, reason: str) -> float:
 async def test_submission_refusals_are_grouped_by_reason(province: Processor) -> None:
     """An unroutable recipient, a sender served elsewhere and an invalid package are counted
     under unknown_recipient, other and invalid."""
-    invalid = document(PROVINCE, [FAR], "1").replace(b"<edXML:Priority>0<", b"<edXML:Priority>9<")
+    invalid = document(PROVINCE, [FAR], "1").replace(
+        b"<edXML:PromulgationDate>", b"<edXML:PromulgationDate>30/02/"
+    )
     async with province.store:
         for package in (
             document(PROVINCE, ["000.00.09.H49"], "2"),

@@ -7,9 +7,9 @@ import dataclasses
 import datetime as dt
 
 import pytest
-from conftest import PROVINCE
+from conftest import DATA, PROVINCE
 
-from lienthong.edxml import BusinessDocType, build, new_edoc, parse
+from lienthong.edxml import BusinessDocType, build, new_edoc, parse, validate
 from lienthong.edxml.model import Business
 from lienthong.processing import Processor, SubmissionRefused
 from lienthong.store import PackageState
@@ -32,12 +32,13 @@ def _document(sender: str, to: list[str], number: str = "1") -> bytes:
 
 
 async def test_invalid_package_is_refused_with_every_problem(province: Processor) -> None:
-    """A package with several faults is refused listing each, and nothing is stored."""
+    """A package with several faults is refused in strict mode listing each, and nothing is
+    stored."""
     data = _document(PROVINCE, [FAR]).replace(b"<edXML:Subject>", b"<edXML:Subject>" + b"x" * 600)
     data = data.replace(b"<edXML:Priority>0<", b"<edXML:Priority>9<")
     async with province.store:
         with pytest.raises(SubmissionRefused) as info:
-            await province.submit(data)
+            await province.submit(data, strict=True)
         text = " | ".join(info.value.problems)
         assert "Subject" in text
         assert "Priority" in text
@@ -132,3 +133,109 @@ async def test_revocation_marks_the_copy_revoked_and_is_answered_15(
         refusals = [r for r in await province.store.receipts(stray.document_id) if r.code == "16"]
         assert len(refusals) == 1
         assert "was not delivered here" in refusals[0].detail
+
+
+# -- real traffic: deviations are shown, refused only in strict mode --------------------------
+
+REAL = sorted(p.name for p in DATA.glob("real_*.xml") if p.name != "real_test_system_codes.xml")
+
+
+def _real(name: str) -> bytes:
+    """A corpus file of real-traffic shape, sent by the department to the province (local)
+    and a commune of the other province (routed)."""
+    data = (DATA / name).read_bytes()
+    return data.replace(b"000.00.00.G22", DEPARTMENT.encode()).replace(
+        b"000.00.12.H49", FAR.encode()
+    )
+
+
+@pytest.mark.parametrize("name", REAL)
+async def test_real_variants_are_accepted_and_their_deviations_counted(
+    province: Processor, name: str
+) -> None:
+    """Each variant real traffic has is taken in lenient mode, delivered here and routed on,
+    and its deviations are counted by kind and remembered for the status page."""
+    async with province.store:
+        done = await province.submit(_real(name))
+        assert done.local == (PROVINCE,)
+        assert done.hops == {"000.00.00.G22": (FAR,)}
+        shown = province.metrics.deviations_of[done.package_id]
+        assert shown
+        assert all(line.endswith("]") for line in shown)
+        metrics = province.metrics.render().decode()
+        kind = shown[0].rsplit("[", 1)[1].rstrip("]")
+        assert f'lienthong_deviations_total{{kind="{kind}",stage="submission"}}' in metrics
+
+
+@pytest.mark.parametrize("name", REAL)
+async def test_strict_mode_refuses_the_variants_naming_each_deviation(
+    province: Processor, name: str
+) -> None:
+    """In strict mode the same files are refused at submission with the deviations as reasons;
+    a lenient call (a client configured lenient) still passes on the strict node."""
+    strict = province
+    strict.strict = True
+    data = _real(name)
+    expected = validate(data).deviations
+    async with strict.store:
+        with pytest.raises(SubmissionRefused) as info:
+            await strict.submit(data)
+        assert info.value.problems == tuple(str(d) for d in expected)
+        assert await strict.store.packages(PackageState.STORED) == []
+        done = await strict.submit(data, strict=False)
+        assert done.local == (PROVINCE,)
+
+
+def test_a_test_system_code_is_a_routing_error_not_a_format_error(
+    province: Processor,
+) -> None:
+    """An agency code outside the QCVN form is a deviation of the format; it is refused only
+    because the directory does not list it (a recipient that cannot be routed)."""
+    data = _real("real_test_system_codes.xml")
+    result = validate(data)
+    assert result.ok
+    assert [d.kind for d in result.deviations] == ["agency_code"]
+    problems, cause = province._submission_problems(result.package)  # type: ignore[arg-type]
+    assert cause == "unknown_recipient"
+    assert any("vxp.saas.03" in p for p in problems)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("invalid_no_recipient.xml", "names no recipient"),
+        ("invalid_manifest_mismatch.xml", "no attachment matches"),
+        ("invalid_document_id_february_30.xml", "not a valid date"),
+    ],
+)
+async def test_errors_refuse_in_both_modes(
+    province: Processor, strict: bool, name: str, words: str
+) -> None:
+    """No recipient, an attachment that does not match its reference, a date that does not
+    exist: refused at submission whatever the mode."""
+    async with province.store:
+        with pytest.raises(SubmissionRefused) as info:
+            await province.submit(_real(name), strict=strict)
+        assert any(words in p for p in info.value.problems)
+
+
+async def test_a_revoke_without_business_document_id_withdraws_the_original(
+    province: Processor,
+) -> None:
+    """The official SDK's revoke (the original's header, Bussiness without DocumentId) withdraws
+    the copy delivered earlier, is answered 15, and stays in the inbox itself."""
+    original = (DATA / "edoc_valid.xml").read_bytes()
+    original = original.replace(b"000.00.00.G22", DEPARTMENT.encode()).replace(
+        b"000.00.12.H49", FAR.encode()
+    )
+    async with province.store:
+        first = await province.submit(original)
+        revoke = await province.submit(_real("real_revoke_no_business_document_id.xml"))
+        assert revoke.document_id == first.document_id
+        entries = await province.store.inbox_list(recipient=PROVINCE, pending=False)
+        states = {e.package_id: e.state for e in entries}
+        assert states[first.package_id] == "revoked"
+        assert states[revoke.package_id] == "new"
+        codes = [r.code for r in await province.store.receipts(first.document_id)]
+        assert "15" in codes

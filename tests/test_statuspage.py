@@ -249,6 +249,7 @@ def test_values_from_peers_are_escaped(tmp_path: Path) -> None:
                     reason=evil,
                 ),
                 (Receipt(evil, "status", "01", evil, 2.0, evil),),
+                (f"edXMLEnvelope/edXMLHeader/MessageHeader/DocumentId: {evil} [document_id]",),
             ),
         ),
         dead_letters=(DeadLetter("transfer", evil, "p1", evil, evil, 3, evil, 1.0),),
@@ -259,3 +260,7 @@ def test_values_from_peers_are_escaped(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in rendered
     dom = lxml_html.fromstring(rendered)
     assert len(dom.xpath("//script")) == 1  # the page's own script only
+    shown = dom.xpath('//details[@class="deviations"]')
+    assert len(shown) == 1
+    assert "1 deviation(s) from QCVN 102" in shown[0].text_content()
+    assert f"DocumentId: {evil} [document_id]" in shown[0].text_content()

@@ -347,3 +347,18 @@ async def test_journal_chains_every_change(store: Store) -> None:
     # stored, routed, queued, in_flight, acked, hop receipt, done
     assert report.ok
     assert report.entries == 7
+
+
+async def test_retarget_moves_a_queued_transfer_and_journals_it(store: Store) -> None:
+    """A queued transfer moves to another hop with new recipients; a leased one does not."""
+    first, second = await routed(store, 1) + await routed(store, 2)
+    assert await store.retarget(first, "000.00.00.H41", ["000.03.07.H41"], T0 + 1)
+    queued = {tid: (hop, rs) for tid, hop, rs in await store.queued_transfers()}
+    assert queued[first] == ("000.00.00.H41", ("000.03.07.H41",))
+    lease = await store.lease_transfer("000.00.00.H41", T0 + 2)
+    assert lease is not None
+    assert lease.transfer_id == first
+    assert lease.recipients == ("000.03.07.H41",)
+    assert not await store.retarget(first, "000.00.00.H30", ["000.00.12.H30"], T0 + 3)
+    assert second in {tid for tid, _, _ in await store.queued_transfers()}
+    assert (await store.journal_verify()).ok

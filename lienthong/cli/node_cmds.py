@@ -79,6 +79,7 @@ async def local_processor(config: Config) -> AsyncIterator[Processor]:
             store=store,
             max_package_bytes=config.transfer.max_package_bytes,
             max_age_s=config.store.package_max_age_s,
+            strict=config.validation.strict,
         )
 
 

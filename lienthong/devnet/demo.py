@@ -31,6 +31,8 @@ RECIPIENTS = ("000.03.07.H41", "000.00.00.H41")  # UBND xã Diên An, UBND tỉn
 CLERK_STATUSES = (("03", "Đã vào sổ văn bản đến"), ("06", "Đã xử lý xong"))
 EXPECTED_CODES = ("01", "03", "06")
 WAIT_S = 120.0
+NEW_AGENCY = ("000.00.02.H41", "Sở Tài chính tỉnh Khánh Hòa")
+"""The department directory version 1 adds, under Khánh Hòa's province node."""
 SETTINGS = {
     "transfer": {"receipt_timeout_s": 10.0, "poll_s": 0.5},
     "daemon": {"drain_grace_s": 5.0},
@@ -144,6 +146,36 @@ def _all_receipts(net: Network, document_id: str) -> bool:
     return all((r, c) in have for r in RECIPIENTS for c in EXPECTED_CODES)
 
 
+async def _agencies_seen(net: Network, code: str) -> set[str]:
+    """The agency codes getAgenciesList gives ``code``'s office software."""
+    reply = await net.office(code).get_agencies_list()
+    return {str(row["id"]) for row in reply.json["data"]}
+
+
+def _directory_update(net: Network, out: TextIO) -> None:
+    """The national node publishes version 1 of the directory; every node applies it."""
+    national = net.directory.national
+    _step(out, f"the directory authority publishes version 1 at the national node {national}")
+    code, name = NEW_AGENCY
+    source = net.root / "directory-v1.toml"
+    source.write_text(
+        topology_text("four-tier") + f'\n[[agency]]\ncode = "{code}"\nname = "{name}"\n',
+        encoding="utf-8",
+    )
+    print(f"  + {code} {name}, under the province 000.00.00.H41", file=out)
+    for line in net.publish_directory(
+        source, 1, "--config", str(net.nodes[national].config_path)
+    ).splitlines():
+        print(f"  {line}", file=out)
+    _wait("directory version 1 at every node", lambda: all(
+        net.directory_version(node) == 1 for node in net.nodes))  # fmt: skip
+    print(f"  applied by all {len(net.nodes)} nodes, passed down the tree by the nodes", file=out)
+    seen = asyncio.run(_agencies_seen(net, SENDER))
+    print(f"  getAgenciesList at {SENDER} now lists {code}: {code in seen}", file=out)
+    if code not in seen:
+        raise DemoFailed(f"getAgenciesList at {SENDER} does not list {code}")
+
+
 def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
     """Run the demo under ``root``; 0 when every expected receipt arrived."""
     _step(out, f"building a four-tier network in {root}")
@@ -182,6 +214,7 @@ def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
             print(f"  {line}", file=out)
         if not ok:
             raise DemoFailed("not every expected status reached the sender")
+        _directory_update(net, out)
         if not once:
             _step(out, "the network keeps running; press Ctrl-C to stop it")
             configs = {code: node.config_path for code, node in net.nodes.items()}

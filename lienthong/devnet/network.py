@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -41,6 +42,9 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.3
 
+
+AUTHORITY = "lienthong directory authority"
+"""The common name of the development directory authority's certificate."""
 
 OFFICE_CLIENT = "office"
 """The system id of the office software of every demonstration node."""
@@ -210,6 +214,8 @@ class Network:
         self.directory_path = root / "directory.toml"
         self.directory_path.write_text(directory_text, encoding="utf-8")
         self.pki = DevPki(root / "pki", "lienthong development CA", key_type=key_type)
+        self.authority_cert, self.authority_key = self.pki.client_files(AUTHORITY)
+        """The directory authority's pair: every node checks directory versions with it."""
         parents = {
             parent
             for node in self.directory.nodes
@@ -238,6 +244,7 @@ class Network:
             },
             "identity": {"key": str(key), "cert": str(cert)},
             "trust": {"ca": [str(self.pki.cafile)]},
+            "directory": {"authority": str(self.authority_cert), "check_s": 0.5},
             "gateway": {"port": self.nodes[code].api_port},
             f"gateway.clients.{OFFICE_CLIENT}": {
                 "secret": office_secret(code),
@@ -305,6 +312,38 @@ class Network:
             self._read(code, lambda s, c=code: collect_view(s, c, document_id))  # type: ignore[misc]
             for code in self.nodes
         ]
+
+    def publish_directory(self, document_file: Path, number: int, *extra: str) -> str:
+        """Sign ``document_file`` as directory version ``number`` with the development
+        authority and hand it to the national node (``lienthong directory publish``); the
+        command's output. Raises with it when the command fails."""
+        national = self.directory.national
+        out = self.root / f"directory-v{number}.json"
+        result = self.lienthong(
+            national,
+            "directory",
+            "publish",
+            str(document_file),
+            "--key",
+            str(self.authority_key),
+            "--cert",
+            str(self.authority_cert),
+            "--version",
+            str(number),
+            "--expires",
+            "30",
+            "-o",
+            str(out),
+            *extra,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"directory publish failed: {result.stderr}")
+        return result.stdout
+
+    def directory_version(self, code: str) -> int:
+        """The directory version ``code``'s node runs (from ``lienthong directory status``)."""
+        result = self.lienthong(code, "directory", "status", "--json")
+        return int(json.loads(result.stdout)["version"]) if result.stdout else -1
 
     def office(self, code: str) -> AxisClient:
         """Office software at ``code``'s node, speaking the axis SDK's wire format to its API."""

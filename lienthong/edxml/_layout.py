@@ -9,7 +9,13 @@ NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 
 _ORG = (
-    "OrganId", "OrganizationInCharge", "OrganName", "OrganAdd", "Email", "Telephone", "Fax",
+    "OrganId",
+    "OrganizationInCharge",
+    "OrganName",
+    "OrganAdd",
+    "Email",
+    "Telephone",
+    "Fax",
     "Website",
 )
 
@@ -20,9 +26,24 @@ ORDER: dict[str, tuple[str, ...]] = {
     "edXMLEnvelope": ("edXMLHeader", "edXMLBody"),
     "edXMLHeader": ("MessageHeader", "TraceHeaderList", "Signature"),
     "MessageHeader": (
-        "From", "To", "Code", "PromulgationInfo", "DocumentType", "Subject", "Content",
-        "SignerInfo", "DueDate", "ToPlaces", "OtherInfo", "ResponseFor", "SteeringType",
-        "DocumentId", "StaffInfo", "StatusCode", "Description", "Timestamp",
+        "From",
+        "To",
+        "Code",
+        "PromulgationInfo",
+        "DocumentType",
+        "Subject",
+        "Content",
+        "SignerInfo",
+        "DueDate",
+        "ToPlaces",
+        "OtherInfo",
+        "ResponseFor",
+        "SteeringType",
+        "DocumentId",
+        "StaffInfo",
+        "StatusCode",
+        "Description",
+        "Timestamp",
     ),
     "From": _ORG,
     "To": _ORG,
@@ -31,23 +52,39 @@ ORDER: dict[str, tuple[str, ...]] = {
     "DocumentType": ("Type", "TypeDetail", "TypeName"),
     "SignerInfo": ("Competence", "Position", "FullName"),
     "OtherInfo": (
-        "Priority", "SphereOfPromulgation", "TyperNotation", "PromulgationAmount",
-        "PageAmount", "Direction", "Appendixes", "ReplyFors", "ReferenceCodes",
+        "Priority",
+        "SphereOfPromulgation",
+        "TyperNotation",
+        "PromulgationAmount",
+        "PageAmount",
+        "Direction",
+        "Appendixes",
+        "ReplyFors",
+        "ReferenceCodes",
     ),
     "ResponseFor": ("OrganId", "Code", "PromulgationDate", "DocumentId"),
     "StaffInfo": ("Department", "Staff", "Mobile", "Email"),
     "TraceHeaderList": ("TraceHeader", "Bussiness"),
     "TraceHeader": ("OrganId", "Timestamp"),
     "Bussiness": (
-        "DocumentId", "BussinessDocType", "BussinessDocReason", "Paper", "StaffInfo",
-        "BussinessDocumentInfo", "ReplacementInfoList",
+        "DocumentId",
+        "BussinessDocType",
+        "BussinessDocReason",
+        "Paper",
+        "StaffInfo",
+        "BussinessDocumentInfo",
+        "ReplacementInfoList",
     ),
     "BussinessDocumentInfo": ("DocumentInfo", "DocumentReceiver", "ReceiverList"),
     "Receiver": ("OrganId", "ReceiverType"),
     "ReplacementInfo": ("DocumentId", "OrganIdList"),
     "Reference": ("ContentId", "ContentType", "Description", "AttachmentName"),
     "Attachment": (
-        "ContentId", "AttachmentName", "Description", "ContentType", "ContentTransferEncoded",
+        "ContentId",
+        "AttachmentName",
+        "Description",
+        "ContentType",
+        "ContentTransferEncoded",
     ),
 }
 
@@ -100,6 +137,9 @@ def format_timestamp(value: dt.datetime) -> str:
     return f"{format_date(value)} {value.hour:02d}:{value.minute:02d}:{value.second:02d}"
 
 
-def document_id_for(sender: str, date: dt.date, number: str, notation: str) -> str:
-    """The natural key of a document: ``<sender>,<yyyy/MM/dd>,<number>/<notation>``."""
-    return f"{sender},{format_date(date)},{number}/{notation}"
+def document_id_for(sender: str, date: dt.date | None, number: str, notation: str) -> str:
+    """The natural key of a document: ``<sender>,<yyyy/MM/dd>,<number>/<notation>``.
+
+    A package that lacks its date keeps the empty place, so the key stays distinct from a
+    dated one and recognisable as derived."""
+    return f"{sender},{'' if date is None else format_date(date)},{number}/{notation}"

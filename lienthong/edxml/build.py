@@ -14,6 +14,7 @@ model round-trips when its text carries none (as every parsed model does).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 from typing import Union
 
@@ -97,6 +98,10 @@ def _leaf(name: str, value: str | int | None) -> _Node | None:
     return None if value is None else (name, str(value))
 
 
+def _date_leaf(name: str, value: dt.date | None) -> _Node | None:
+    return None if value is None else (name, format_date(value))
+
+
 def _flat(name: str, group: str, value: Organization | SignerInfo | StaffInfo) -> _Node:
     return (name, [_leaf(n, getattr(value, field_name(n))) for n in ORDER[group]])
 
@@ -120,7 +125,7 @@ def _edoc_header(pkg: EdocPackage) -> _Node:
                 "PromulgationInfo",
                 [
                     _leaf("Place", pkg.promulgation.place),
-                    _leaf("PromulgationDate", format_date(pkg.promulgation.date)),
+                    _date_leaf("PromulgationDate", pkg.promulgation.date),
                 ],
             ),
             (
@@ -133,8 +138,8 @@ def _edoc_header(pkg: EdocPackage) -> _Node:
             ),
             _leaf("Subject", pkg.subject),
             _leaf("Content", pkg.content),
-            _flat("SignerInfo", "SignerInfo", pkg.signer),
-            _leaf("DueDate", None if pkg.due_date is None else format_date(pkg.due_date)),
+            None if pkg.signer is None else _flat("SignerInfo", "SignerInfo", pkg.signer),
+            _date_leaf("DueDate", pkg.due_date),
             ("ToPlaces", [_leaf("Place", p) for p in pkg.to_places]) if pkg.to_places else None,
             None if pkg.other_info is None else _other_info(pkg.other_info),
             *(_response_for(r) for r in pkg.response_for),
@@ -180,7 +185,7 @@ def _response_for(r: ResponseFor) -> _Node:
         [
             _leaf("OrganId", r.organ_id),
             _leaf("Code", r.code),
-            _leaf("PromulgationDate", format_date(r.promulgation_date)),
+            _date_leaf("PromulgationDate", r.promulgation_date),
             _leaf("DocumentId", r.document_id),
         ],
     )
@@ -193,7 +198,10 @@ def _staff(s: StaffInfo) -> _Node:
 def _trace(t: TraceHeader) -> _Node:
     return (
         "TraceHeader",
-        [_leaf("OrganId", t.organ_id), _leaf("Timestamp", format_timestamp(t.timestamp))],
+        [
+            _leaf("OrganId", t.organ_id),
+            _leaf("Timestamp", None if t.timestamp is None else format_timestamp(t.timestamp)),
+        ],
     )
 
 

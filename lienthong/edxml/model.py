@@ -2,10 +2,13 @@
 
 Every value is a frozen dataclass and every sequence a tuple, so packages compare and hash by
 value: ``parse(build(pkg)) == pkg``. Optional elements are ``None`` when absent; an element
-present but empty is ``""``. Dates are :class:`datetime.date`, timestamps naive
-:class:`datetime.datetime` in Vietnam local time, as written by the producers. Values whose
-meaning differs between producers (``DocumentType`` numbers, ``SteeringType``) are kept as
-given.
+present but empty is ``""``. Real traffic lacks some elements the standard requires (spec
+section 8): the model still holds such a package, with ``None`` for a missing date, signer,
+document type number or trace hop agency, ``""`` for a missing text, and a ``DocumentId``
+derived from the sender, date and code when the package gives none. Dates are
+:class:`datetime.date`, timestamps naive :class:`datetime.datetime` in Vietnam local time,
+as written by the producers. Values whose meaning differs between producers (``DocumentType``
+numbers, ``SteeringType``) are kept as given.
 """
 
 from __future__ import annotations
@@ -66,14 +69,14 @@ class PromulgationInfo:
     """Where and when the document was issued."""
 
     place: str
-    date: dt.date
+    date: dt.date | None
 
 
 @dataclass(frozen=True, slots=True)
 class DocumentType:
     """The producer's document type numbers, kept as given."""
 
-    type: int
+    type: int | None
     type_detail: int | None = None
     type_name: str | None = None
 
@@ -106,16 +109,16 @@ class ResponseFor:
 
     organ_id: str
     code: str
-    promulgation_date: dt.date
+    promulgation_date: dt.date | None
     document_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class TraceHeader:
-    """One agency the package passed through, and when."""
+    """One agency the package passed through, and when; either may be missing (axis hops)."""
 
-    organ_id: str
-    timestamp: dt.datetime
+    organ_id: str | None
+    timestamp: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,7 @@ class EdocPackage:
     promulgation: PromulgationInfo
     document_type: DocumentType
     subject: str
-    signer: SignerInfo
+    signer: SignerInfo | None
     document_id: str
     content: str | None = None
     due_date: dt.date | None = None

@@ -33,12 +33,14 @@ def new_edoc(
     notation: str = "VT",
     place: str = "",
     from_name: str | None = None,
+    signer: str | None = None,
 ) -> EdocPackage:
     """An unsigned edoc from ``from_code`` to ``to_codes`` with ``(name, bytes, mime)`` files.
 
     The agency codes are checked (``CodeError`` names the bad one); the DocumentId is built
     from the sender, ``today``, ``number`` and ``notation``. Agency names default to the codes,
-    the document type to 0 (unspecified), the priority to 0 (normal).
+    the signer's name to the sending agency's name (QCVN 102 requires a SignerInfo, and an
+    empty one is a deviation), the document type to 0 (unspecified), the priority to 0.
     """
     parse_code(from_code)
     for code in to_codes:
@@ -56,7 +58,7 @@ def new_edoc(
         promulgation=PromulgationInfo(place, today),
         document_type=DocumentType(0),
         subject=subject,
-        signer=SignerInfo(),
+        signer=SignerInfo(full_name=signer or from_name or from_code),
         document_id=document_id_for(from_code, today, number, notation),
         other_info=OtherInfo(priority=0),
         manifest=manifest_for(files),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime as dt
 import io
 import zipfile
 import zlib
@@ -21,7 +22,14 @@ from typing import TypeVar
 
 from lxml import etree
 
-from lienthong.edxml._layout import NS, ORDER, field_name, parse_date, parse_timestamp
+from lienthong.edxml._layout import (
+    NS,
+    ORDER,
+    document_id_for,
+    field_name,
+    parse_date,
+    parse_timestamp,
+)
 from lienthong.edxml._tree import PackageError, normalise, path_of
 from lienthong.edxml.model import (
     Attachment,
@@ -97,15 +105,23 @@ def parse(
 def package_from_tree(
     root: _Element, *, signed: bool, max_unzipped: int = DEFAULT_MAX_UNZIPPED
 ) -> Package:
-    """Read the model from a normalised tree (see :func:`lienthong.edxml._tree.normalise`)."""
+    """Read the model from a normalised tree (see :func:`lienthong.edxml._tree.normalise`).
+
+    Tolerant as the axis is (spec section 8): only what makes processing impossible raises
+    :class:`PackageError`: no envelope or header, no sender, an edoc without a recipient, a
+    status without the document it answers, an attachment that cannot be read, a date that
+    does not exist, a repeated element that must be single. Everything else that is missing,
+    empty or malformed is read as absent; :func:`~lienthong.edxml.validate.validate` reports it.
+    """
     envelope = _need(root, "edXMLEnvelope")
     header = _need(_need(envelope, "edXMLHeader"), "MessageHeader")
     trace_list = _one(_need(envelope, "edXMLHeader"), "TraceHeaderList")
     traces = () if trace_list is None else _all(trace_list, "TraceHeader", _trace)
+    from_ = _sender(header)
     if _one(header, "StatusCode") is not None:
         return StatusPackage(
-            from_=_organization(_need(header, "From")),
-            response_for=_response_for(_need(header, "ResponseFor")),
+            from_=from_,
+            response_for=_answered(header),
             status_code=_need_text(header, "StatusCode"),
             timestamp=_convert(_need(header, "Timestamp"), parse_timestamp),
             staff=_maybe(header, "StaffInfo", _staff),
@@ -116,29 +132,65 @@ def package_from_tree(
     body = _one(envelope, "edXMLBody")
     manifest = None if body is None else _one(body, "edXMLManifest")
     encoded = _one(root, "AttachmentEncoded")
+    code = _maybe(header, "Code", _code) or Code(number="", notation="")
+    promulgation = _maybe(header, "PromulgationInfo", _promulgation) or PromulgationInfo("", None)
+    document_id = _text(header, "DocumentId") or document_id_for(
+        from_.organ_id, promulgation.date, code.number, code.notation
+    )
     return EdocPackage(
-        from_=_organization(_need(header, "From")),
-        to=_all(header, "To", _organization),
-        code=_code(_need(header, "Code")),
-        promulgation=_promulgation(_need(header, "PromulgationInfo")),
-        document_type=_document_type(_need(header, "DocumentType")),
-        subject=_need_text(header, "Subject"),
-        signer=_signer(_need(header, "SignerInfo")),
-        document_id=_need_text(header, "DocumentId"),
+        from_=from_,
+        to=_recipients(header),
+        code=code,
+        promulgation=promulgation,
+        document_type=_maybe(header, "DocumentType", _document_type) or DocumentType(None),
+        subject=_text(header, "Subject") or "",
+        signer=_maybe(header, "SignerInfo", _signer),
+        document_id=document_id,
         content=_text(header, "Content"),
-        due_date=_maybe(header, "DueDate", lambda e: _convert(e, parse_date)),
+        due_date=_date(header, "DueDate"),
         to_places=_maybe(header, "ToPlaces", lambda e: _all(e, "Place", _element_text)) or (),
         other_info=_maybe(header, "OtherInfo", _other_info),
-        response_for=_all(header, "ResponseFor", _response_for),
+        response_for=tuple(r for r in _all(header, "ResponseFor", _response_for) if r),
         steering_type=_int(header, "SteeringType"),
         traces=traces,
-        business=None if trace_list is None else _maybe(trace_list, "Bussiness", _business),
+        business=None
+        if trace_list is None
+        else _maybe(trace_list, "Bussiness", lambda e: _business(e, document_id)),
         manifest=() if manifest is None else _all(manifest, "Reference", _reference),
         attachments=()
         if encoded is None
         else _all(encoded, "Attachment", lambda e: _attachment(e, max_unzipped)),
         signed=signed,
     )
+
+
+def _sender(header: _Element) -> Organization:
+    from_ = _need(header, "From")
+    organization = _organization(from_)
+    if not organization.organ_id:
+        raise PackageError(f"{path_of(from_)}/OrganId", "the sending agency's code is missing")
+    return organization
+
+
+def _recipients(header: _Element) -> tuple[Organization, ...]:
+    elements = header.findall(f"{{{NS}}}To")
+    if not elements:
+        raise PackageError(f"{path_of(header)}/To", "the package names no recipient")
+    for element in elements:
+        if not _text(element, "OrganId"):
+            raise PackageError(f"{path_of(element)}/OrganId", "the recipient's code is missing")
+    return tuple(_organization(e) for e in elements)
+
+
+def _answered(header: _Element) -> ResponseFor:
+    """The document a status answers: its sender and DocumentId are needed to route it."""
+    element = _need(header, "ResponseFor")
+    answered = _response_for(element)
+    for name in ("OrganId", "DocumentId"):
+        if answered is None or not getattr(answered, field_name(name)):
+            raise PackageError(f"{path_of(element)}/{name}", "is missing: no document to answer")
+    assert answered is not None
+    return answered
 
 
 # --- element access -----------------------------------------------------------------------
@@ -194,22 +246,43 @@ def _to_int(text: str) -> int:
 
 
 def _int(parent: _Element, name: str) -> int | None:
-    return _maybe(parent, name, lambda e: _convert(e, _to_int))
+    """An integer field, ``None`` when absent, empty or not an integer (validate says which)."""
+    text = _text(parent, name)
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
 
 
 def _need_int(parent: _Element, name: str) -> int:
     return _convert(_need(parent, name), _to_int)
 
 
+def _date(parent: _Element, name: str) -> dt.date | None:
+    """A date field, ``None`` when absent or empty; a date that does not exist raises."""
+    element = _one(parent, name)
+    if element is None or not _element_text(element):
+        return None
+    return _convert(element, parse_date)
+
+
+def _timestamp(parent: _Element, name: str) -> dt.datetime | None:
+    element = _one(parent, name)
+    if element is None or not _element_text(element):
+        return None
+    return _convert(element, parse_timestamp)
+
+
 # --- the parts ------------------------------------------------------------------------------
 
 
 def _flat(cls: type[T], group: str, e: _Element) -> T:
-    """A model of text fields only (Organization, SignerInfo, StaffInfo) from its element."""
+    """A model of text fields only (Organization, SignerInfo, StaffInfo) from its element;
+    a missing required text is ``""`` (validate reports it)."""
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     required = {f.name for f in fields if f.default is dataclasses.MISSING}
     values = {
-        field_name(n): _need_text(e, n) if field_name(n) in required else _text(e, n)
+        field_name(n): _text(e, n) or "" if field_name(n) in required else _text(e, n)
         for n in ORDER[group]
     }
     return cls(**values)
@@ -220,18 +293,16 @@ def _organization(e: _Element) -> Organization:
 
 
 def _code(e: _Element) -> Code:
-    return Code(number=_need_text(e, "CodeNumber"), notation=_need_text(e, "CodeNotation"))
+    return Code(number=_text(e, "CodeNumber") or "", notation=_text(e, "CodeNotation") or "")
 
 
 def _promulgation(e: _Element) -> PromulgationInfo:
-    return PromulgationInfo(
-        place=_need_text(e, "Place"), date=_convert(_need(e, "PromulgationDate"), parse_date)
-    )
+    return PromulgationInfo(place=_text(e, "Place") or "", date=_date(e, "PromulgationDate"))
 
 
 def _document_type(e: _Element) -> DocumentType:
     return DocumentType(
-        type=_need_int(e, "Type"),
+        type=_int(e, "Type"),
         type_detail=_int(e, "TypeDetail"),
         type_name=_text(e, "TypeName"),
     )
@@ -254,13 +325,18 @@ def _other_info(e: _Element) -> OtherInfo:
     )
 
 
-def _response_for(e: _Element) -> ResponseFor:
-    return ResponseFor(
-        organ_id=_need_text(e, "OrganId"),
-        code=_need_text(e, "Code"),
-        promulgation_date=_convert(_need(e, "PromulgationDate"), parse_date),
-        document_id=_need_text(e, "DocumentId"),
+def _response_for(e: _Element) -> ResponseFor | None:
+    """The link, or ``None`` for an empty ``<ResponseFor/>`` (meaning: answers nothing)."""
+    link = ResponseFor(
+        organ_id=_text(e, "OrganId") or "",
+        code=_text(e, "Code") or "",
+        promulgation_date=_date(e, "PromulgationDate"),
+        document_id=_text(e, "DocumentId") or "",
     )
+    return link if link != _NO_LINK else None
+
+
+_NO_LINK = ResponseFor(organ_id="", code="", promulgation_date=None, document_id="")
 
 
 def _staff(e: _Element) -> StaffInfo:
@@ -268,13 +344,18 @@ def _staff(e: _Element) -> StaffInfo:
 
 
 def _trace(e: _Element) -> TraceHeader:
+    organ_id = _text(e, "OrganId")
     return TraceHeader(
-        organ_id=_need_text(e, "OrganId"),
-        timestamp=_convert(_need(e, "Timestamp"), parse_timestamp),
+        # The axis writes hops of its own with no agency, as an empty element or as "null".
+        organ_id=None if organ_id in (None, "", "null") else organ_id,
+        timestamp=_timestamp(e, "Timestamp"),
     )
 
 
-def _business(e: _Element) -> Business:
+def _business(e: _Element, own_document_id: str) -> Business:
+    """The business block; without its ``DocumentId`` it concerns the package's own document
+    (the official SDK leaves it out for revoke and replace packages, which reuse the header of
+    the document they act on)."""
     doc_type_element = _one(e, "BussinessDocType")
     doc_type = BusinessDocType.NEW
     if doc_type_element is not None:
@@ -283,7 +364,7 @@ def _business(e: _Element) -> Business:
         e, "ReplacementInfoList", lambda r: _all(r, "ReplacementInfo", _replacement)
     )
     return Business(
-        document_id=_need_text(e, "DocumentId"),
+        document_id=_text(e, "DocumentId") or own_document_id,
         doc_type=doc_type,
         reason=_text(e, "BussinessDocReason"),
         paper=_int(e, "Paper"),
@@ -329,7 +410,8 @@ def _reference(e: _Element) -> ManifestReference:
 
 
 def _attachment(e: _Element, max_unzipped: int) -> Attachment:
-    name = _need_text(e, "AttachmentName")
+    content_id = bare_content_id(_need_text(e, "ContentId"))
+    name = _text(e, "AttachmentName") or content_id
     content_type = _text(e, "ContentType") or OCTET_STREAM
     encoded = _need(e, "ContentTransferEncoded")
     content = _convert(encoded, _decode_base64)
@@ -338,7 +420,7 @@ def _attachment(e: _Element, max_unzipped: int) -> Attachment:
         if unzipped is not None:
             content, content_type = unzipped, mime_type_for(name)
     return Attachment(
-        content_id=bare_content_id(_need_text(e, "ContentId")),
+        content_id=content_id,
         name=name,
         content_type=content_type,
         content=content,

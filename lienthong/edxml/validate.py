@@ -31,26 +31,55 @@ from lienthong.errors import XmlRefused
 from lienthong.resources import shipped_dir
 from lienthong.xmlsafe import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, parse_xml
 
-__all__ = ["Problem", "ValidationResult", "validate"]
+__all__ = ["DEVIATION_KINDS", "Problem", "ValidationResult", "validate"]
 
 _Element = etree._Element
+
+DEVIATION_KINDS: dict[str, str] = {
+    "schema": "element missing, repeated, unknown or out of the standard's order",
+    "length": "text longer than the standard's table allows",
+    "integer": "integer field that is not an integer or out of its range",
+    "empty": "empty element read as absent",
+    "signer_info": "SignerInfo missing",
+    "document_id": "DocumentId missing, not in the QCVN form, or not matching the header",
+    "business_document_id": "Bussiness without DocumentId",
+    "trace_header": "TraceHeader without an agency",
+    "agency_code": "agency code outside the QCVN 102 form",
+    "future_date": "promulgation date in the future",
+}
+"""The kinds of deviation from QCVN 102 that real traffic lives with (spec section 8), by the
+label ``/metrics`` counts them under."""
+
+ERROR = "error"
+"""The ``kind`` of a :class:`Problem` that makes a package impossible or unsafe to process."""
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One fault: the field path and what is wrong with it."""
+    """One finding: the field path, what is wrong, and its kind.
+
+    ``kind`` is :data:`ERROR` for an error, else one of :data:`DEVIATION_KINDS`.
+    """
 
     path: str
     message: str
+    kind: str = ERROR
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error, false for a deviation."""
+        return self.kind == ERROR
 
 
 @dataclass(frozen=True, slots=True)
 class ValidationResult:
     """The verdict on a package.
 
+    ``problems`` are the errors (the package cannot be processed safely); ``deviations`` the
+    departures from QCVN 102 that real producers live with, refused only in strict mode.
     ``package`` is the model when one could be read (even if rules failed); ``refusal`` is the
     :class:`~lienthong.errors.XmlRefused` reason when the XML itself was refused.
     """
@@ -58,11 +87,16 @@ class ValidationResult:
     problems: tuple[Problem, ...]
     package: Package | None = None
     refusal: str | None = None
+    deviations: tuple[Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """True when there is no problem at all."""
+        """True when there is no error (deviations allowed)."""
         return not self.problems
+
+    def refusals(self, *, strict: bool) -> tuple[Problem, ...]:
+        """What refuses the package: the errors, and in strict mode the deviations too."""
+        return self.problems + self.deviations if strict else self.problems
 
 
 # Longest text seen accepted by validators in use (spec section 3), by (parent, element) or
@@ -102,8 +136,18 @@ _INTEGERS: dict[tuple[str, str], tuple[int, int] | None] = {
     ("Receiver", "ReceiverType"): (0, 1),
 }
 
+# Integers that decide what a package does: a wrong one is an error, not a deviation.
+_DECISIVE_INTEGERS = frozenset({("Bussiness", "BussinessDocType"), ("Receiver", "ReceiverType")})
+
+# Fields whose text has a form, so that an empty one can only mean "absent".
+_FORMED = frozenset({"PromulgationDate", "DueDate", "Timestamp", "OrganId", "DocumentId"})
+
+# Where an empty OrganId is an error the model raises (no sender, no recipient, no answer).
+_NEEDED_CODES = frozenset({"From", "To", "ResponseFor"})
+
 _DOCUMENT_ID = re.compile(r"^([^,]+),(\d{4}/\d{2}/\d{2}),([^/,]+)/(.+)$")
 _HEADER = ("edXMLEnvelope", "edXMLHeader", "MessageHeader")
+_TRACE_LIST = ("edXMLEnvelope", "edXMLHeader", "TraceHeaderList")
 
 
 def validate(
@@ -114,7 +158,12 @@ def validate(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_unzipped: int = DEFAULT_MAX_UNZIPPED,
 ) -> ValidationResult:
-    """Check ``data``; ``today`` (default: the local date) bounds the promulgation date."""
+    """Check ``data``; ``today`` (default: the local date) bounds the promulgation date.
+
+    Every finding is either an error (``problems``) or a deviation (``deviations``); see
+    :class:`ValidationResult`. The XSD states the standard, so what it finds is a deviation
+    unless a rule here names the same field as an error.
+    """
     try:
         root = parse_xml(data, max_bytes=max_bytes, max_depth=max_depth)
     except XmlRefused as exc:
@@ -124,21 +173,30 @@ def validate(
     except PackageError as exc:
         return ValidationResult((Problem(exc.path, exc.problem),))
     tree = normalised.root
-    header = tree.find("/".join(f"{{{NS}}}{n}" for n in _HEADER))
+    header = _find(tree, _HEADER)
     is_status = header is not None and header.find(f"{{{NS}}}StatusCode") is not None
-    problems = _xsd_problems(tree, "status" if is_status else "edoc")
-    problems += _field_problems(tree, today or dt.date.today())
+    findings = _field_problems(tree, today or dt.date.today())
     if header is not None:
-        problems += _header_problems(header, is_status)
-    problems += _attachment_problems(tree)
+        findings += _header_problems(header, is_status)
+    findings += _layout_problems(tree, header, is_status)
+    findings += _attachment_problems(tree)
     package: Package | None = None
     try:
         package = package_from_tree(tree, signed=normalised.signed, max_unzipped=max_unzipped)
     except PackageError as exc:
-        # The XSD or a rule usually named this field already; say it once.
-        if not any(p.path == exc.path for p in problems):
-            problems.append(Problem(exc.path, exc.problem))
-    return ValidationResult(tuple(problems), package)
+        if not any(p.path == exc.path and p.is_error for p in findings):
+            findings.append(Problem(exc.path, exc.problem))
+    said = {p.path for p in findings}
+    findings += [
+        p for p in _xsd_problems(tree, "status" if is_status else "edoc") if p.path not in said
+    ]
+    errors = tuple(p for p in findings if p.is_error)
+    deviations = tuple(p for p in findings if not p.is_error)
+    return ValidationResult(errors, package, deviations=deviations)
+
+
+def _find(tree: _Element, names: Iterable[str]) -> _Element | None:
+    return tree.find("/".join(f"{{{NS}}}{n}" for n in names))
 
 
 @functools.cache
@@ -153,7 +211,7 @@ def _xsd_problems(tree: _Element, kind: str) -> list[Problem]:
     if schema.validate(tree):
         return []
     return [
-        Problem(readable_xsd_path(e.path or "/"), e.message.replace(f"{{{NS}}}", ""))
+        Problem(readable_xsd_path(e.path or "/"), e.message.replace(f"{{{NS}}}", ""), kind="schema")
         for e in cast(Iterable[etree._LogEntry], schema.error_log)
     ]
 
@@ -174,38 +232,62 @@ def _field_problems(tree: _Element, today: dt.date) -> list[Problem]:
         if len(element):
             continue
         text = (element.text or "").strip()
-        message = _field_problem(parent, name, text, today)
-        if message:
-            problems.append(Problem(path_of(element), message))
+        found = _field_problem(parent, name, text, today)
+        if found:
+            problems.append(Problem(path_of(element), *found))
     return problems
 
 
-def _field_problem(parent: str, name: str, text: str, today: dt.date) -> str | None:
+def _field_problem(parent: str, name: str, text: str, today: dt.date) -> tuple[str, str] | None:
+    """``(message, kind)`` for one leaf field, or ``None`` when it is fine."""
     limit = _LENGTHS.get((parent, name)) or _LENGTHS.get((None, name))
     if limit is not None and len(text) > limit:
-        return f"is {len(text)} characters long, over the limit of {limit}"
+        return f"is {len(text)} characters long, over the limit of {limit}", "length"
+    if not text and (name in _FORMED or (parent, name) in _INTEGERS):
+        if name == "OrganId" and parent in _NEEDED_CODES:
+            return None  # the model names the missing sender, recipient or answered document
+        return "is empty; read as absent", "empty"
     if (parent, name) in _INTEGERS:
-        return _integer_problem(text, _INTEGERS[(parent, name)])
+        message = _integer_problem(text, _INTEGERS[(parent, name)])
+        if message is None:
+            return None
+        return message, ERROR if (parent, name) in _DECISIVE_INTEGERS else "integer"
     if name in ("PromulgationDate", "DueDate"):
         try:
             day = parse_date(text)
         except ValueError as exc:
-            return str(exc)
+            return str(exc), ERROR
         if parent == "PromulgationInfo" and day > today:
-            return f"the promulgation date {text} is in the future (today is {today})"
+            return (
+                f"the promulgation date {text} is in the future (today is {today})",
+                "future_date",
+            )
     elif name == "Timestamp":
         try:
             parse_timestamp(text)
         except ValueError as exc:
-            return str(exc)
+            return str(exc), ERROR
     elif name == "OrganId":
-        return code_problem(text)
+        if parent == "TraceHeader" and text == "null":
+            return "is 'null': a hop without an agency", "trace_header"
+        message = code_problem(text)
+        return None if message is None else (message, "agency_code")
     elif name == "StatusCode" and text not in STATUS_CODES:
-        return f"status code {text!r} is not one of {', '.join(STATUS_CODES)}"
-    elif name == "DocumentId" and not _DOCUMENT_ID.match(text):
-        return (
-            f"DocumentId {text!r} is not of the form <sender code>,<yyyy/MM/dd>,<number>/<notation>"
-        )
+        return f"status code {text!r} is not one of {', '.join(STATUS_CODES)}", ERROR
+    elif name == "DocumentId":
+        return _document_id_problem(text)
+    return None
+
+
+def _document_id_problem(text: str) -> tuple[str, str] | None:
+    match = _DOCUMENT_ID.match(text)
+    if not match:
+        form = "<sender code>,<yyyy/MM/dd>,<number>/<notation>"
+        return f"DocumentId {text!r} is not of the form {form}", "document_id"
+    try:
+        parse_date(match.group(2))
+    except ValueError as exc:
+        return f"DocumentId {text!r}: {exc}", ERROR
     return None
 
 
@@ -254,7 +336,9 @@ def _header_problems(header: _Element, is_status: bool) -> list[Problem]:
         if wanted is not None and found != wanted:
             problems.append(
                 Problem(
-                    path_of(document_id), f"DocumentId {what} {found!r} differs from {wanted!r}"
+                    path_of(document_id),
+                    f"DocumentId {what} {found!r} differs from {wanted!r}",
+                    "document_id",
                 )
             )
     promulgated = _child_text(header, "PromulgationInfo", "PromulgationDate")
@@ -267,9 +351,80 @@ def _header_problems(header: _Element, is_status: bool) -> list[Problem]:
             Problem(
                 path_of(document_id),
                 f"DocumentId date {day} differs from PromulgationDate {promulgated}",
+                "document_id",
             )
         )
     return problems
+
+
+def _is_empty(element: _Element) -> bool:
+    """No text anywhere below ``element``: ``<ResponseFor/>`` or children all empty."""
+    return not "".join(str(t) for t in element.itertext()).strip()
+
+
+def _layout_problems(tree: _Element, header: _Element | None, is_status: bool) -> list[Problem]:
+    """The shapes real traffic has that the standard does not (deviations), and attachments
+    where QCVN 102 has none (an error: they would be silently lost)."""
+    problems: list[Problem] = []
+    if header is not None and not is_status:
+        path = path_of(header)
+        if header.find(f"{{{NS}}}DocumentId") is None:
+            problems.append(
+                Problem(
+                    f"{path}/DocumentId",
+                    "is missing; the document is known by one made of its sender, date and code",
+                    "document_id",
+                )
+            )
+        signer = header.find(f"{{{NS}}}SignerInfo")
+        if signer is None:
+            problems.append(Problem(f"{path}/SignerInfo", "is missing", "signer_info"))
+        elif _is_empty(signer):
+            problems.append(Problem(path_of(signer), "is empty; read as absent", "empty"))
+        for link in header.findall(f"{{{NS}}}ResponseFor"):
+            if _is_empty(link):
+                problems.append(Problem(path_of(link), "is empty; read as absent", "empty"))
+    trace_list = _find(tree, _TRACE_LIST)
+    if trace_list is not None:
+        for hop in trace_list.findall(f"{{{NS}}}TraceHeader"):
+            if hop.find(f"{{{NS}}}OrganId") is None:
+                problems.append(
+                    Problem(
+                        f"{path_of(hop)}/OrganId",
+                        "is missing: a hop without an agency",
+                        "trace_header",
+                    )
+                )
+        business = trace_list.find(f"{{{NS}}}Bussiness")
+        if business is not None and business.find(f"{{{NS}}}DocumentId") is None:
+            problems.append(
+                Problem(
+                    f"{path_of(business)}/DocumentId",
+                    "is missing; the package's own DocumentId is taken",
+                    "business_document_id",
+                )
+            )
+    problems += _misplaced_attachments(tree)
+    return problems
+
+
+def _misplaced_attachments(tree: _Element) -> list[Problem]:
+    """Attachment payloads outside ``AttachmentEncoded``: a layout other than QCVN 102."""
+    places: dict[str, int] = {}
+    for element in tree.iter(f"{{{NS}}}ContentTransferEncoded"):
+        holder = element.getparent()
+        place = None if holder is None else holder.getparent()
+        if place is None or etree.QName(place).localname != "AttachmentEncoded":
+            where = path_of(place if place is not None else element)
+            places[where] = places.get(where, 0) + 1
+    return [
+        Problem(
+            where,
+            f"holds {count} attachment(s) where QCVN 102 has none (they belong in"
+            " AttachmentEncoded, a child of edXML): this file is not in the QCVN 102 layout",
+        )
+        for where, count in places.items()
+    ]
 
 
 def _attachment_problems(tree: _Element) -> list[Problem]:

@@ -122,6 +122,9 @@ class Client:
     allow_from: tuple[Network, ...] = ()
     certificate_cn: str = ""
 
+    strict: bool | None = None
+    """Refuse its packages that deviate from QCVN 102; ``None``: as the node's mode says."""
+
     def check_remote(self, address: str, common_name: str | None) -> None:
         """:class:`AxisError` unless a request over HTTPS from ``address`` (with a client
         certificate named ``common_name``) may come from this client."""

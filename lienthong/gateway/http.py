@@ -50,6 +50,7 @@ from aiohttp import ClientPayloadError, HttpVersion11, web
 
 from lienthong.config import GatewaySettings
 from lienthong.directory import Directory
+from lienthong.dirholder import DirectoryHolder, fixed
 from lienthong.edxml import EdocPackage, Package, parse, validate
 from lienthong.errors import ConfigError, LienthongError, TransientError
 from lienthong.gateway import axis
@@ -141,6 +142,7 @@ def load_clients(settings: GatewaySettings) -> dict[str, Client]:
             frozenset(c.receive_for),
             allow_from=tuple(axis.ip_network(text) for text in c.allow_from),
             certificate_cn=c.certificate_cn,
+            strict=None if not c.validation else c.validation == "strict",
         )
     return clients
 
@@ -167,7 +169,7 @@ class Gateway:
         *,
         processor: Processor,
         store: Store,
-        directory: Directory,
+        directory: Directory | DirectoryHolder,
         clients: Mapping[str, Client],
         clock: Callable[[], float] = time.time,
         policy: HashPolicy = HashPolicy.REFUSE,
@@ -179,10 +181,13 @@ class Gateway:
         """``clients`` by system id; ``policy`` for requests whose HMAC cannot be checked;
         ``limits`` on connections; ``max_body_bytes`` (default: the processor's largest
         package plus a margin) and ``body_timeout_s`` (longest stall between two reads) for
-        request bodies, which are written to ``upload_dir`` (default: the system's)."""
+        request bodies, which are written to ``upload_dir`` (default: the system's);
+        ``directory`` the node's holder, read at each request (or one fixed directory)."""
         self.processor = processor
         self.store = store
-        self.directory = directory
+        self.directories = (
+            directory if isinstance(directory, DirectoryHolder) else fixed(directory, clock)
+        )
         self.clients = dict(clients)
         self.clock = clock
         self.policy = policy
@@ -339,7 +344,7 @@ class Gateway:
                 f" From); it may send for: {', '.join(sorted(auth.client.send_for)) or 'none'}",
             )
         try:
-            submitted = await self._submit_once(data)
+            submitted = await self._submit_once(data, strict=auth.client.strict)
         except SubmissionRefused as exc:
             raise AxisError(
                 ErrorCode.REFUSED, "the package was refused: " + "; ".join(exc.problems)
@@ -396,8 +401,9 @@ class Gateway:
         except (ConnectionError, ClientPayloadError) as exc:
             raise AxisError(ErrorCode.BAD_REQUEST, f"the request body ended early: {exc}") from exc
 
-    async def _submit_once(self, data: bytes) -> Submitted:
-        """Submit ``data``, recognising the same bytes sent again while or after it runs.
+    async def _submit_once(self, data: bytes, *, strict: bool | None) -> Submitted:
+        """Submit ``data`` (``strict`` as :meth:`Processor.submit` takes it), recognising the
+        same bytes sent again while or after it runs.
 
         A new SDK client object re-sending a package signs another request, so the replay
         memory does not see it. The store recognises the same signed bytes, which covers
@@ -407,7 +413,7 @@ class Gateway:
         """
         digest = hashlib.sha256(data).hexdigest()
         submitted, repeated = await self._submissions.run(
-            digest, lambda: self.processor.submit(data)
+            digest, lambda: self.processor.submit(data, strict=strict)
         )
         if repeated:
             _log.info("submission_duplicate", package_id=submitted.package_id)
@@ -540,13 +546,20 @@ class Gateway:
             )
         return {"data": rows}
 
+    @property
+    def directory(self) -> Directory:
+        """The directory in force."""
+        return self.directories.directory
+
     async def agencies(
         self, auth: Authenticated, request: web.Request | None = None
     ) -> dict[str, Any]:
-        """The directory's agencies; ``id`` is the agency code, ``pid`` the parent's code."""
+        """The agencies of the directory in force; ``id`` is the agency code, ``pid`` the
+        parent's code."""
         rows = []
-        for code in self.directory.codes:
-            agency = self.directory.agency(code)
+        directory = self.directory
+        for code in directory.codes:
+            agency = directory.agency(code)
             rows.append(
                 {
                     "id": code,
@@ -592,7 +605,7 @@ async def _close_after(request: web.Request, response: web.StreamResponse) -> No
 def make_app(
     processor: Processor,
     store: Store,
-    directory: Directory,
+    directory: Directory | DirectoryHolder,
     clients: Mapping[str, Client],
     clock: Callable[[], float] = time.time,
     *,
@@ -702,7 +715,7 @@ async def start_gateway(
     settings: GatewaySettings,
     processor: Processor,
     store: Store,
-    directory: Directory,
+    directory: Directory | DirectoryHolder,
     clock: Callable[[], float] = time.time,
     routes: Iterable[web.AbstractRouteDef] = (),
     upload_dir: Path | None = None,

@@ -98,6 +98,9 @@ def _summary(s: Snapshot) -> str:
             s.intake_blocked is None,
         ),
     ]
+    if s.directory:
+        state = "in force" if s.directory_ok else "expired"
+        figures.append(_figure("directory", "Directory", state, s.directory, s.directory_ok))
     return (
         f'<div class="figures">{"".join(figures)}</div>'
         f'<p class="updated">Updated <time id="updated">{_e(_time(s.at))}</time>'
@@ -165,9 +168,16 @@ def _document(d: DocumentRow) -> str:
     origin = "submitted here" if record.from_peer is None else f"from {record.from_peer}"
     receipts = "".join(_receipt(r) for r in d.receipts) or '<li class="none">none yet</li>'
     state = record.state.value
+    deviations = ""
+    if d.deviations:
+        items = "".join(f"<li>{_e(line)}</li>" for line in d.deviations)
+        deviations = (
+            f'<details class="deviations"><summary>{len(d.deviations)} deviation(s) from'
+            f" QCVN 102, accepted</summary><ul>{items}</ul></details>"
+        )
     return (
         f'<tr data-document="{_e(meta.document_id)}" data-state="{_e(state)}">'
-        f"<td><code>{_e(meta.document_id)}</code></td>"
+        f"<td><code>{_e(meta.document_id)}</code>{deviations}</td>"
         f"<td><code>{_e(meta.sender)}</code> &rarr; {_e(', '.join(meta.recipients))}"
         f'<div class="sub">{_e(origin)}</div></td>'
         f"<td>{_badge(state, state not in ('quarantined', 'expired'))}</td>"

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.errors import TransientError
 from lienthong.health import Check, DiskLimits, check_node
 from lienthong.logs import get_logger
@@ -78,6 +79,7 @@ class Operator:
     clock: Callable[[], float] = time.time
     disk: DiskLimits = field(default_factory=DiskLimits)
     checks: Callable[[], Sequence[Check]] = lambda: ()
+    directory: DirectoryHolder | None = None
 
     @property
     def local_names(self) -> frozenset[str]:
@@ -142,6 +144,7 @@ class _Routes:
             now=op.clock(),
             limits=op.disk,
             extra=op.checks(),
+            directory=op.directory,
         )
         if not health.ok:
             _log.warning("health_failing", checks={c.name: c.reason for c in health.failing})
@@ -156,6 +159,8 @@ class _Routes:
             hops=op.hops,
             recent=op.metrics.recent,
             now=op.clock(),
+            deviations=op.metrics.deviations_of,
+            directory=op.directory,
         )
 
     async def page(self, request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lienthong.dirholder import DirectoryHolder
 from lienthong.store import Store, UnknownId
 from lienthong.store.model import DeadLetter, OldestWaiting, PackageRecord, Receipt
 from lienthong.transport.link import Link
@@ -49,10 +50,12 @@ class QueueRow:
 
 @dataclass(frozen=True, slots=True)
 class DocumentRow:
-    """A document package and every receipt this node holds about it."""
+    """A document package, every receipt this node holds about it, and its deviations from
+    QCVN 102 (``PATH: MESSAGE [kind]``) when this run accepted it with any."""
 
     record: PackageRecord
     receipts: tuple[Receipt, ...]
+    deviations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,10 @@ class Snapshot:
     documents: tuple[DocumentRow, ...]
     dead_letters: tuple[DeadLetter, ...]
     dead_total: int
+    directory: str = ""
+    """The directory version in force and its expiry, in words."""
+    directory_ok: bool = True
+    """False once that version has expired."""
 
     @property
     def links_up(self) -> int:
@@ -107,7 +114,9 @@ def _recent_ids(recent: Iterable[str], limit: int) -> list[str]:
     return out
 
 
-async def _documents(store: Store, package_ids: Iterable[str]) -> tuple[DocumentRow, ...]:
+async def _documents(
+    store: Store, package_ids: Iterable[str], deviations: Mapping[str, tuple[str, ...]]
+) -> tuple[DocumentRow, ...]:
     rows = []
     for package_id in package_ids:
         try:
@@ -115,7 +124,7 @@ async def _documents(store: Store, package_ids: Iterable[str]) -> tuple[Document
         except UnknownId:
             continue
         receipts = await store.receipts(record.meta.document_id)
-        rows.append(DocumentRow(record, tuple(receipts)))
+        rows.append(DocumentRow(record, tuple(receipts), deviations.get(package_id, ())))
     return tuple(rows)
 
 
@@ -127,9 +136,13 @@ async def take_snapshot(
     hops: Iterable[str],
     recent: Iterable[str],
     now: float,
+    deviations: Mapping[str, tuple[str, ...]] | None = None,
+    directory: DirectoryHolder | None = None,
 ) -> Snapshot:
     """Read the node's links and store once; ``hops`` are the neighbours it sends to (listed
-    even with nothing queued), ``recent`` the package ids of recent documents, newest last."""
+    even with nothing queued), ``recent`` the package ids of recent documents, newest last,
+    ``deviations`` those of recent packages by package id (:attr:`Metrics.deviations_of`),
+    ``directory`` the holder whose expiry the page shows."""
     summary = await store.queue_summary(now)
     dead = await store.dead_letters()
     queues = tuple(
@@ -151,7 +164,9 @@ async def take_snapshot(
         oldest_waiting=summary.oldest_waiting,
         packages=dict(summary.packages),
         intake_blocked=store.intake_blocked,
-        documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN)),
+        documents=await _documents(store, _recent_ids(recent, RECENT_SHOWN), deviations or {}),
         dead_letters=tuple(sorted(dead, key=lambda d: d.since, reverse=True)[:DEAD_SHOWN]),
         dead_total=len(dead),
+        directory=directory.expiry(now).message if directory else "",
+        directory_ok=directory.expiry(now).ok if directory else True,
     )

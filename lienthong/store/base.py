@@ -89,6 +89,17 @@ class Store(Protocol):
         """Route the package: one queued transfer per next hop with its recipients; their ids."""
         ...
 
+    async def queued_transfers(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(transfer_id, next_hop, recipients)`` of every queued transfer (not in flight)."""
+        ...
+
+    async def retarget(
+        self, transfer_id: str, next_hop: str, recipients: Sequence[str], now: float
+    ) -> bool:
+        """Send a still-queued transfer to another next hop (the directory changed), journaled;
+        False when it is no longer queued (taken meanwhile)."""
+        ...
+
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
         """Take the next due transfer (for ``next_hop``, or any) and count the attempt."""
         ...

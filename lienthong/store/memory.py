@@ -287,6 +287,27 @@ class MemoryStore:
             ids.append(tid)
         return ids
 
+    async def queued_transfers(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(transfer_id, next_hop, recipients)`` of every queued transfer (not in flight)."""
+        return [
+            (t.transfer_id, t.next_hop, t.recipients)
+            for t in self.data.transfers.values()
+            if t.state == TransferState.QUEUED
+        ]
+
+    async def retarget(
+        self, transfer_id: str, next_hop: str, recipients: Sequence[str], now: float
+    ) -> bool:
+        """Send a still-queued transfer to another next hop; False when it is no longer queued."""
+        transfer = self.data.transfers.get(transfer_id)
+        if transfer is None or transfer.state != TransferState.QUEUED:
+            return False
+        detail = f"re-routed from {transfer.next_hop} to {next_hop}"
+        self._log(now, "transfer", transfer_id, "queued", "queued", detail)
+        transfer.next_hop, transfer.recipients = next_hop, tuple(recipients)
+        transfer.next_attempt_at = transfer.updated_at = now
+        return True
+
     def _due(self, next_hop: str | None, now: float) -> _Transfer | None:
         due = [
             t

@@ -602,6 +602,36 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def queued_transfers(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``(transfer_id, next_hop, recipients)`` of every queued transfer (not in flight)."""
+        rows = await self._rows(
+            "SELECT transfer_id, next_hop, recipients FROM transfers WHERE state = 'queued'"
+        )
+        return [(r[0], r[1], tuple(json.loads(r[2]))) for r in rows]
+
+    async def retarget(
+        self, transfer_id: str, next_hop: str, recipients: Sequence[str], now: float
+    ) -> bool:
+        """Send a still-queued transfer to another next hop; False when it is no longer queued."""
+
+        async def op(tx: _Tx) -> bool:
+            row = await tx.one(
+                "SELECT next_hop FROM transfers WHERE transfer_id = ? AND state = 'queued'",
+                (transfer_id,),
+            )
+            if row is None:
+                return False
+            await tx.run(
+                "UPDATE transfers SET next_hop = ?, recipients = ?, next_attempt_at = ?,"
+                " updated_at = ? WHERE transfer_id = ?",
+                (next_hop, json.dumps(list(recipients)), now, now, transfer_id),
+            )
+            detail = f"re-routed from {row[0]} to {next_hop}"
+            await tx.log(now, "transfer", transfer_id, "queued", "queued", detail)
+            return True
+
+        return await self._write(op)
+
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
         """Take the next due transfer and count the attempt, in one transaction."""
         policy = self.settings.retry
