@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     init.add_argument("dir", type=Path, metavar="DIR")
     init.add_argument("--ca", default="lienthong development CA", metavar="NAME")
-    init.add_argument("--agency", nargs="*", default=[], metavar="CODE")
-    init.add_argument("--broker", nargs="*", default=[], metavar="NAME")
+    init.add_argument("--agency", action="extend", nargs="+", default=[], metavar="CODE")
+    init.add_argument("--broker", action="extend", nargs="+", default=[], metavar="NAME")
     init.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
     init.set_defaults(func=cmd_pki_init)
 
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     verify = sub.add_parser("verify", help="verify signed edXML packages")
     verify.add_argument("files", type=Path, nargs="+", metavar="FILE")
     verify.add_argument("--trust", required=True, action="append", metavar="DIR|FILE")
-    verify.add_argument("--crl", nargs="*", default=[], metavar="FILE")
+    verify.add_argument("--crl", action="extend", nargs="+", default=[], metavar="FILE")
     verify.add_argument("--allow-sha1", action="store_true")
     verify.add_argument(
         "--at", type=_timestamp, metavar="ISO-TIME", help="check certificates as of this time"
