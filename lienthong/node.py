@@ -267,8 +267,7 @@ class Node:
                 tg.create_task(link.run(), name=f"link:{name}") for name, link in self.links.items()
             ]
             tasks += [
-                tg.create_task(self._process(), name=f"processor:{i}")
-                for i in range(PROCESSORS)
+                tg.create_task(self._process(), name=f"processor:{i}") for i in range(PROCESSORS)
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if not await self._wait_links_up():

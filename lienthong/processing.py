@@ -338,9 +338,7 @@ class Processor:
         )
         signed = await off_loop(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
-        _log.info(
-            "status_sent", document_id=document.document_id, status=code, reporter=reporter
-        )
+        _log.info("status_sent", document_id=document.document_id, status=code, reporter=reporter)
 
     async def answer_expired(self, package_ids: Iterable[str]) -> int:
         """Send a status 02 for each expired document package; how many were answered.

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lienthong.cli.node_cmds",
     "lienthong.cli.office_cmds",
     "lienthong.cli.report_cmds",
+    "lienthong.cli.setup_cmds",
 )
 
 
