@@ -24,7 +24,7 @@ from lienthong.errors import LienthongError
 from lienthong.logs import configure
 from lienthong.processing import SubmissionRefused
 from lienthong.store import SqliteStore
-from lienthong.trace import NodeView, collect_view, format_time, render, trace
+from lienthong.trace import NodeView, collect_view, format_time, story, trace
 
 OFFICE_STATUS_CODES = ("03", "04", "05", "06", "13", "15", "16")
 """Statuses people report; 01 and 02 are sent by the node itself."""
@@ -157,9 +157,10 @@ def _trace(args: argparse.Namespace) -> int:
     async def main() -> list[NodeView]:
         return [await _view(c, args.document_id) for c in configs]
 
-    events = trace(asyncio.run(main()))
+    views = asyncio.run(main())
+    events = trace(views)
     if args.json:
         print(json.dumps([e.as_dict() for e in events], ensure_ascii=False, indent=2))
     else:
-        print(render(args.document_id, events))
+        print(story(args.document_id, views))
     return 0 if events else 1
