@@ -26,7 +26,13 @@ from lienthong.transport.link import LinkSettings
 from lienthong.trust import SigningIdentity
 from lienthong.trust.pki import common_name
 
-__all__ = ["DIRECTORY_MAX_AGE_DAYS", "RENEW_DAYS", "check_node_setup", "clock_check"]
+__all__ = [
+    "DIRECTORY_MAX_AGE_DAYS",
+    "RENEW_DAYS",
+    "check_node_setup",
+    "clock_check",
+    "link_settings",
+]
 
 DIRECTORY_MAX_AGE_DAYS = 30
 """A directory older than this is likely to miss agencies added since."""
@@ -175,20 +181,23 @@ def _certificate_checks(
     yield Check("binding", True, f"{me} ({listed}), fingerprint {fingerprint}")
 
 
+def link_settings(config: Config, name: str) -> LinkSettings:
+    """How the node reaches the broker of link ``name`` (``parent`` or ``children``)."""
+    broker = getattr(config.links, name)
+    return LinkSettings(
+        name=name,
+        host=broker.host,
+        port=broker.port,
+        cafile=broker.cafile,
+        certfile=config.identity.cert,
+        keyfile=config.identity.key,
+    )
+
+
 def _links(config: Config) -> Iterator[tuple[str, LinkSettings]]:
-    for name, broker in (("parent", config.links.parent), ("children", config.links.children)):
-        if broker.enabled:
-            yield (
-                name,
-                LinkSettings(
-                    name=name,
-                    host=broker.host,
-                    port=broker.port,
-                    cafile=broker.cafile,
-                    certfile=config.identity.cert,
-                    keyfile=config.identity.key,
-                ),
-            )
+    for name in ("parent", "children"):
+        if getattr(config.links, name).enabled:
+            yield name, link_settings(config, name)
 
 
 def _broker_check(name: str, link: LinkSettings, timeout: float) -> Check:

@@ -3,12 +3,14 @@ certificates and a real mosquitto."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import pwd
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,33 @@ def test_check_directory_age(node: Path) -> None:
     (age,) = [c for c in checks if c.name == "directory age"]
     assert not age.ok
     assert "ask the parent node for the current one" in age.reason
+
+
+def test_init_on_a_terminal_asks_for_what_is_missing(tmp_path: Path) -> None:
+    """On a terminal, init asks for the agency code, the parent's broker and the API address
+    (offering the default), and writes the config from the answers."""
+    config = tmp_path / "etc" / "lienthong.toml"
+    primary, secondary = os.openpty()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "lienthong", "init", "--config", str(config)),
+            *("--dev-ca", str(tmp_path / "ca"), "--state-dir", str(tmp_path / "state")),
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    os.write(primary, b"000.00.12.H49\nmq.h49.example.vn:9883\n\n")
+    said = b""
+    with contextlib.suppress(OSError):  # the terminal closes when the process ends
+        while chunk := os.read(primary, 4096):
+            said += chunk
+    assert process.wait(60) == 0, said.decode()
+    os.close(primary)
+    assert b"Agency code of this node" in said
+    assert b"[127.0.0.1:8866]" in said
+    loaded = load_config(config)
+    assert loaded.node.code == "000.00.12.H49"
+    assert (loaded.links.parent.host, loaded.links.parent.port) == ("mq.h49.example.vn", 9883)
+    assert loaded.gateway.port == 8866

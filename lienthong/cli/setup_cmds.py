@@ -17,12 +17,11 @@ from lienthong import keyfiles, nodecheck, provision
 from lienthong.brokersetup import ENGINES, BrokerPlan, own_path
 from lienthong.cli.store_cmds import config_arg
 from lienthong.cli.trust_cmds import DEV_WARNING, issue_broker, open_dev_ca
-from lienthong.config import load_config
+from lienthong.config import DEFAULT_CONFIG_PATH, load_config
 from lienthong.errors import ConfigError, LienthongError
 from lienthong.node import load_directory
 from lienthong.processing import certificate_fingerprint
 from lienthong.provision import NodePlan, parse_address
-from lienthong.transport.link import LinkSettings
 from lienthong.trust import pki
 from lienthong.trust.keys import PrivateKey, load_certificates, load_private_key
 
@@ -215,14 +214,15 @@ def _init(args: argparse.Namespace) -> int:
     print(provision.parent_notice(plan.code, fingerprint, plan))
     print()
     todo = []
+    given = "" if config_path == DEFAULT_CONFIG_PATH else f" --config {config_path}"
     if not plan.directory.exists():
         todo.append(f"put the directory your parent node distributes at {plan.directory}")
     if not plan.cert.exists():
         todo.append(f"send {plan.csr} to the state CA; put its answer at {plan.cert}")
     if plan.children is not None:
-        todo.append("write and test the broker for the child nodes: lienthong broker-config")
+        todo.append(f"write and test the children's broker: lienthong broker-config{given}")
     todo += [
-        f"check everything: lienthong check --config {config_path}",
+        f"check everything: lienthong check{given}",
         "start the daemon: systemctl enable --now lienthong",
     ]
     print("Next:")
@@ -313,14 +313,7 @@ def _broker_config(args: argparse.Namespace) -> int:
     plan.persistence_dir.mkdir(parents=True, exist_ok=True)
     own_path(plan.persistence_dir, plan.user)
     if not args.no_test:
-        client = LinkSettings(
-            name="children",
-            host=link.host,
-            port=link.port,
-            cafile=plan.cafile,
-            certfile=config.identity.cert,
-            keyfile=config.identity.key,
-        ).tls_context()
+        client = nodecheck.link_settings(config, "children").tls_context()
         with tempfile.TemporaryDirectory(prefix="lienthong-broker-test-") as work:
             engine.test_start(plan, client, Path(work))
         print(
