@@ -110,7 +110,7 @@ class XmlStream:
         self._handler = handler
         self._max_depth = max_depth
         self._depth = 0
-        self._expat = p = pyexpat.ParserCreate(namespace_separator=_SEP)
+        self._expat = p = pyexpat.ParserCreate(encoding="UTF-8", namespace_separator=_SEP)
         p.namespace_prefixes = True
         p.ordered_attributes = True
         p.buffer_text = False
@@ -139,6 +139,8 @@ class XmlStream:
 
     def feed(self, chunk: bytes) -> None:
         """Parse the next piece of the document."""
+        if not self._fed and not self._skipped and chunk[:1] in (b"\x00", b"\xfe", b"\xff"):
+            raise XmlRefused("encoding", "the package is not UTF-8; streaming reads UTF-8 only")
         view = memoryview(chunk)
         marks = chunk.translate(_MARKS)
         size = len(chunk)
