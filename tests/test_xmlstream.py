@@ -20,16 +20,19 @@ class Recorder:
     def __init__(self) -> None:
         self.stream: XmlStream | None = None
         self.events: list[tuple[object, ...]] = []
+        self.positions: dict[tuple[str, str], int] = {}
         self.plain_bytes = 0
         self.chars = ""
 
     def start(self, name: Name, attributes: list[tuple[Name, str]]) -> None:
         assert self.stream is not None
-        self.events.append(("start", name, attributes, self.stream.position))
+        self.events.append(("start", name, attributes))
+        self.positions.setdefault(("start", name.local), self.stream.position)
 
     def end(self, name: Name) -> None:
         assert self.stream is not None
-        self.events.append(("end", name, self.stream.position))
+        self.events.append(("end", name))
+        self.positions.setdefault(("end", name.local), self.stream.position)
 
     def text(self, text: str) -> None:
         self.chars += text
@@ -66,7 +69,7 @@ def test_positions_are_byte_offsets_of_tags() -> None:
     """Start and end positions point at the tags' first bytes, past multi-byte text."""
     data = "<r>Đà Nẵng<a>x</a ></r>".encode()
     rec = read(data, chunk_size=3)
-    positions = {(e[0], e[1].local): e[-1] for e in rec.events if e[0] in ("start", "end")}
+    positions = rec.positions
     assert data[positions[("start", "a")] :].startswith(b"<a>")
     assert data[positions[("end", "a")] :].startswith(b"</a >")
     assert data[positions[("end", "r")] :].startswith(b"</r>")

@@ -60,7 +60,8 @@ _ATTRIBUTE_ESCAPES = (
 )
 
 
-def _qname(name: Name) -> str:
+def qualified_name(name: Name) -> str:
+    """The name as written: ``prefix:local``, or ``local``."""
     return f"{name.prefix}:{name.local}" if name.prefix else name.local
 
 
@@ -90,7 +91,7 @@ class ExclusiveC14N:
             prefix = attr.prefix
             if prefix and prefix != "xml" and rendered.get(prefix) != attr.uri:
                 new[prefix] = attr.uri
-        qname = _qname(name)
+        qname = qualified_name(name)
         parts = ["<", qname]
         if new:
             for prefix in sorted(new):
@@ -100,7 +101,7 @@ class ExclusiveC14N:
         if attributes:
             ordered = sorted(attributes, key=lambda a: (a[0].uri, a[0].local))
             for attr, value in ordered:
-                parts.append(f' {_qname(attr)}="{_attribute(value)}"')
+                parts.append(f' {qualified_name(attr)}="{_attribute(value)}"')
         parts.append(">")
         self._write("".join(parts).encode())
         self._open.append(qname)

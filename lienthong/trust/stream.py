@@ -49,7 +49,7 @@ from signxml.verifier import XMLVerifier
 
 from lienthong.errors import PeerInputError
 from lienthong.trust import _tree
-from lienthong.trust.c14n import ExclusiveC14N
+from lienthong.trust.c14n import ExclusiveC14N, qualified_name
 from lienthong.trust.keys import PrivateKey, SigningIdentity
 from lienthong.trust.sign import (
     ALGORITHMS,
@@ -163,6 +163,7 @@ class _Scan:
         self._anchors: set[str] = set()  # TraceHeaderList, MessageHeader: first one seen
         self._open_anchor = ""
         self.places: dict[str, int] = {}  # where a signature may go: byte offsets
+        self.header_end_tag = b""
         self._want: str | None = None
 
     # StreamHandler
@@ -193,7 +194,7 @@ class _Scan:
         ):
             self._organ = []
             self._organ_size = 0
-        self._place_start(depth, name.local, attributes)
+        self._place_start(name, depth, attributes)
 
     def end(self, name: Name) -> None:
         self._record()
@@ -280,7 +281,8 @@ class _Scan:
 
     # where the signature goes
 
-    def _place_start(self, depth: int, local: str, attributes: list[tuple[Name, str]]) -> None:
+    def _place_start(self, name: Name, depth: int, attributes: list[tuple[Name, str]]) -> None:
+        local = name.local
         if depth == 1:
             self.root_id = any(a.uri == "" and a.local in ("Id", "ID") for a, _ in attributes)
         elif depth == 2 and local == "edXMLEnvelope" and not self._envelope:
@@ -288,6 +290,7 @@ class _Scan:
         elif depth == 3 and self._envelope == "open" and local == "edXMLHeader":
             if not self._header:
                 self._header = "open"
+                self.header_end_tag = f"</{qualified_name(name)}".encode()
         elif (
             depth == 4
             and self._header == "open"
@@ -366,7 +369,7 @@ def sign_file(
     at = scan.places[anchor or "edXMLHeader"]
     signature = _signature(identity, name, digest.value())
     try:
-        _copy_inserting(src, dst, at, signature, after_end_tag=anchor is not None)
+        _copy_inserting(src, dst, at, signature, None if anchor else scan.header_end_tag)
     except BaseException:
         dst.unlink(missing_ok=True)
         raise
@@ -406,10 +409,12 @@ def _ds(local: str) -> etree.QName:
     return etree.QName(_tree.DSIG_NS, local)
 
 
-def _copy_inserting(src: Path, dst: Path, at: int, insert: bytes, *, after_end_tag: bool) -> None:
+def _copy_inserting(
+    src: Path, dst: Path, at: int, insert: bytes, before_end_tag: bytes | None
+) -> None:
     """Copy ``src`` to ``dst`` with ``insert`` at byte ``at``, checking that ``at`` is where
-    the scan said: just after a tag's ``>``, or (``after_end_tag`` false) at the ``</`` of
-    the header's end tag."""
+    the scan said: just after a tag's ``>``, or at ``before_end_tag`` (``</edXML:edXMLHeader``,
+    which is not there when the header is an empty-element tag)."""
     with src.open("rb") as source, dst.open("wb") as out:
         left = at
         last = b""
@@ -421,9 +426,9 @@ def _copy_inserting(src: Path, dst: Path, at: int, insert: bytes, *, after_end_t
             left -= len(piece)
             last = piece
         rest = source.read(CHUNK)
-        if after_end_tag and not last.endswith(b">"):
+        if before_end_tag is None and not last.endswith(b">"):
             raise PeerInputError("the signature's place in the package could not be found")
-        if not after_end_tag and not rest.startswith(b"</"):
+        if before_end_tag is not None and not rest.startswith(before_end_tag):
             raise PeerInputError(
                 "the edXMLHeader element is empty (<edXMLHeader/>); it cannot hold a signature"
             )
