@@ -29,7 +29,7 @@ an attribute value or a CDATA section is read by expat as usual (slower, never w
 from __future__ import annotations
 
 import pyexpat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, Protocol
@@ -167,12 +167,18 @@ class XmlStream:
         self._parse(b"", final=True)
 
     def read(
-        self, source: BinaryIO, *, max_bytes: int = DEFAULT_MAX_BYTES, chunk_size: int = CHUNK
+        self,
+        source: BinaryIO,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        chunk_size: int = CHUNK,
+        then: Callable[[bytes, int], object] | None = None,
     ) -> int:
         """Feed ``source`` to its end in pieces of ``chunk_size``, then :meth:`close`.
 
         Returns the number of bytes read. Refuses a document longer than ``max_bytes`` as soon
-        as that many bytes have been read, an empty one as ``malformed``.
+        as that many bytes have been read, an empty one as ``malformed``. ``then`` is called
+        with each piece and the number of bytes read so far, once the piece has been parsed.
         """
         total = 0
         while chunk := source.read(chunk_size):
@@ -180,6 +186,8 @@ class XmlStream:
             if total > max_bytes:
                 raise XmlRefused("too-large", f"the package is over the limit of {max_bytes} bytes")
             self.feed(chunk)
+            if then is not None:
+                then(chunk, total)
         if not total:
             raise XmlRefused("malformed", "the package is empty")
         self.close()

@@ -8,10 +8,11 @@ element as the enveloped-signature transform does. They make and accept the same
 the tree functions, xmlsec1 and signxml, and share the tree verifier's checks (signature count,
 reference, algorithms, certificates, chain, dates, CRLs, signer binding) and its reasons.
 
-Signing reads the file twice: once to digest it and find where the signature goes (right after
-``TraceHeaderList`` in ``edXMLEnvelope/edXMLHeader``, else after ``MessageHeader``), once to
-copy it to the output with the ``ds:Signature`` inserted there. Input bytes are copied as they
-are; the signature covers their canonical form, which the insertion does not change.
+Signing reads the file once: it digests it, finds where the signature goes (right after
+``TraceHeaderList`` in ``edXMLEnvelope/edXMLHeader``, else after ``MessageHeader``) and copies
+it to the output with a gap there, filled with the ``ds:Signature`` at the end. Input bytes are
+copied as they are; the signature covers their canonical form, which the insertion does not
+change.
 
 Verifying reads the file once. The Signature element (small) is kept, canonicalised; its
 digest method is known only once it has been read, so the canonical bytes before it are kept
@@ -37,9 +38,12 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import os
+import queue
+import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from lxml import etree
@@ -73,7 +77,7 @@ from lienthong.trust.verify import (
     refused,
 )
 from lienthong.xmlsafe import DEFAULT_MAX_BYTES, parse_xml
-from lienthong.xmlstream import CHUNK, Name, XmlStream, open_package
+from lienthong.xmlstream import Name, XmlStream, open_package
 
 DIGEST_BUFFER = 4 << 20
 """Canonical bytes kept before the Signature is read, waiting to learn its digest method."""
@@ -95,13 +99,62 @@ class Undecidable(PeerInputError):
     """Streaming cannot decide about this package safely; the reason says why."""
 
 
+class _Hasher:
+    """A hashlib object fed from a thread of its own once the input passes one batch.
+
+    hashlib lets go of the GIL while it hashes, so the hashing of a large package runs beside
+    its reading and canonicalising instead of after them: signing and verifying then take little
+    more than the time of the hash alone. At most two batches wait, so memory stays bounded.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._hash = hashlib.new(name)
+        self._batch: list[bytes | memoryview] = []
+        self._size = 0
+        self._queue: queue.Queue[list[bytes | memoryview] | None] = queue.Queue(maxsize=2)
+        self._thread: threading.Thread | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._batch.append(data)
+        self._size += len(data)
+        if self._size >= _BATCH:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="digest", daemon=True)
+                self._thread.start()
+            self._queue.put(self._batch)
+            self._batch = []
+            self._size = 0
+
+    def _work(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            for piece in batch:
+                self._hash.update(piece)
+
+    def digest(self) -> bytes:
+        self.close()
+        for piece in self._batch:
+            self._hash.update(piece)
+        self._batch = []
+        return self._hash.digest()
+
+    def close(self) -> None:
+        """Stop the thread once it has hashed what it was given."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
+_BATCH = 1 << 20
+
+
 class _Digest:
     """The running digest of the canonical document, its algorithm chosen when known."""
 
     def __init__(self) -> None:
         self._held: list[bytes] | None = []
         self._size = 0
-        self._hash: Any = None
+        self._hash: _Hasher | None = None
         self.uri: str | None = None
         self.conflict: str | None = None  # a digest named after SHA-256 had to be chosen
 
@@ -126,7 +179,7 @@ class _Digest:
             name = DigestAlgorithm(uri).name.lower()
         except ValueError:
             return
-        self._hash = hashlib.new(name)
+        self._hash = _Hasher(name)
         self.uri = uri
         for piece in self._held or ():
             self._hash.update(piece)
@@ -135,8 +188,13 @@ class _Digest:
     def value(self) -> bytes:
         if self._hash is None:
             self.choose(SHA256)
-        digest: bytes = self._hash.digest()
-        return digest
+        assert self._hash is not None
+        return self._hash.digest()
+
+    def close(self) -> None:
+        """Release the hashing thread; call it however the reading ended."""
+        if self._hash is not None:
+            self._hash.close()
 
 
 class _Scan:
@@ -333,8 +391,11 @@ def digest_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     digest an enveloped, exc-c14n, URI="" reference over it carries."""
     digest = _Digest()
     digest.choose(SHA256)
-    _scan(path, digest, max_bytes)
-    return digest.value()
+    try:
+        _scan(path, digest, max_bytes)
+        return digest.value()
+    finally:
+        digest.close()
 
 
 def sign_file(
@@ -352,31 +413,74 @@ def sign_file(
     included. Refusals are those of ``sign_package`` (:class:`~lienthong.errors.XmlRefused`,
     :class:`~lienthong.trust.sign.AlreadySigned` (streaming never replaces a signature),
     :class:`~lienthong.errors.PeerInputError`, :class:`ValueError` for the algorithm) plus the
-    stream's own (see :mod:`lienthong.xmlstream`). ``dst`` is written only on success; write
+    stream's own (see :mod:`lienthong.xmlstream`). ``dst`` is removed when signing fails; write
     it under a temporary name and rename it if others may look at it meanwhile.
     """
     name = choose_algorithm(identity, algorithm)
     digest = _Digest()
     digest.choose(SHA256)
-    scan = _scan(src, digest, max_bytes)
-    if scan.signatures:
-        raise already_signed(scan.signatures)
-    if scan.root_id:
-        raise PeerInputError(ROOT_ID)
-    anchor = next((a for a in ("TraceHeaderList", "MessageHeader") if a in scan.places), None)
-    if anchor is None and "edXMLHeader" not in scan.places:
-        raise PeerInputError(NO_HEADER)
-    at = scan.places[anchor or "edXMLHeader"]
-    signature = _signature(identity, name, digest.value())
+    scan = _Scan(digest)
+    scan.stream = XmlStream(scan)
     try:
-        _copy_inserting(src, dst, at, signature, None if anchor else scan.header_end_tag)
+        with open_package(src, max_bytes) as source, dst.open("wb") as out:
+            copy = _Copy(scan, source, out, len(_signature(identity, name, bytes(32), sign=False)))
+            scan.stream.read(source, max_bytes=max_bytes, then=copy)
+            if scan.signatures:
+                raise already_signed(scan.signatures)
+            if scan.root_id:
+                raise PeerInputError(ROOT_ID)
+            if copy.at is None:
+                raise PeerInputError(NO_HEADER)
+            out.seek(copy.at)
+            out.write(_signature(identity, name, digest.value()))
     except BaseException:
         dst.unlink(missing_ok=True)
         raise
+    finally:
+        digest.close()
 
 
-def _signature(identity: SigningIdentity, algorithm: str, digest: bytes) -> bytes:
-    """The ``ds:Signature`` element over a document whose digest is ``digest``."""
+class _Copy:
+    """Copy the input to the output as it is parsed, leaving a gap for the signature.
+
+    The gap's place is known when the header ends (the TraceHeaderList, if any, has then been
+    seen); the bytes already copied past it are copied again after the gap, read back from the
+    input. The signature's length does not depend on the digest or its value, so the gap is
+    filled in place once the whole input has been digested.
+    """
+
+    def __init__(self, scan: _Scan, source: BinaryIO, out: BinaryIO, gap: int) -> None:
+        self._scan = scan
+        self._source = source.fileno()
+        self._out = out
+        self._gap = gap
+        self.at: int | None = None
+
+    def __call__(self, chunk: bytes, total: int) -> None:
+        self._out.write(chunk)
+        places = self._scan.places
+        if self.at is not None or "edXMLHeader" not in places:
+            return
+        anchor = next((a for a in ("TraceHeaderList", "MessageHeader") if a in places), None)
+        at = self.at = places[anchor or "edXMLHeader"]
+        if anchor is not None and os.pread(self._source, 1, at - 1) != b">":
+            raise PeerInputError("the signature's place in the package could not be found")
+        tag = self._scan.header_end_tag
+        if anchor is None and os.pread(self._source, len(tag), at) != tag:
+            raise PeerInputError(
+                "the edXMLHeader element is empty (<edXMLHeader/>); it cannot hold a signature"
+            )
+        self._out.seek(at)
+        self._out.truncate()
+        self._out.write(bytes(self._gap))
+        self._out.write(os.pread(self._source, total - at, at))
+
+
+def _signature(
+    identity: SigningIdentity, algorithm: str, digest: bytes, *, sign: bool = True
+) -> bytes:
+    """The ``ds:Signature`` element over a document whose digest is ``digest``; with ``sign``
+    false, one of the same length with a zero signature value."""
     method = ALGORITHMS[algorithm]
     signature = etree.Element(_ds("Signature"), nsmap={"ds": _tree.DSIG_NS})
     info = etree.SubElement(signature, _ds("SignedInfo"))
@@ -388,54 +492,34 @@ def _signature(identity: SigningIdentity, algorithm: str, digest: bytes) -> byte
         etree.SubElement(transforms, _ds("Transform"), Algorithm=uri)
     etree.SubElement(reference, _ds("DigestMethod"), Algorithm=SHA256)
     etree.SubElement(reference, _ds("DigestValue")).text = base64.b64encode(digest).decode()
-    signed = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
-    value = _sign(identity.key, digest_algorithm_implementations[method](), signed)
+    if sign:
+        signed = etree.tostring(info, method="c14n", exclusive=True, with_comments=False)
+        value = _sign(identity.key, digest_algorithm_implementations[method](), signed)
+    else:
+        value = bytes(_signature_size(identity.key))
     etree.SubElement(signature, _ds("SignatureValue")).text = base64.b64encode(value).decode()
     signature.append(key_info(identity))
     out: bytes = etree.tostring(signature, encoding="UTF-8")
     return out
 
 
+def _signature_size(key: PrivateKey) -> int:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return 2 * ((key.curve.key_size + 7) // 8)
+    return (key.key_size + 7) // 8
+
+
 def _sign(key: PrivateKey, hash_algorithm: Any, data: bytes) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         # XML-DSig carries ECDSA signatures as r and s side by side, not DER (RFC 4050).
         r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(hash_algorithm)))
-        size = (key.curve.key_size + 7) // 8
+        size = _signature_size(key) // 2
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
     return key.sign(data, padding.PKCS1v15(), hash_algorithm)
 
 
 def _ds(local: str) -> etree.QName:
     return etree.QName(_tree.DSIG_NS, local)
-
-
-def _copy_inserting(
-    src: Path, dst: Path, at: int, insert: bytes, before_end_tag: bytes | None
-) -> None:
-    """Copy ``src`` to ``dst`` with ``insert`` at byte ``at``, checking that ``at`` is where
-    the scan said: just after a tag's ``>``, or at ``before_end_tag`` (``</edXML:edXMLHeader``,
-    which is not there when the header is an empty-element tag)."""
-    with src.open("rb") as source, dst.open("wb") as out:
-        left = at
-        last = b""
-        while left:
-            piece = source.read(min(CHUNK, left))
-            if not piece:
-                raise PeerInputError("the package changed while it was being signed")
-            out.write(piece)
-            left -= len(piece)
-            last = piece
-        rest = source.read(CHUNK)
-        if before_end_tag is None and not last.endswith(b">"):
-            raise PeerInputError("the signature's place in the package could not be found")
-        if before_end_tag is not None and not rest.startswith(before_end_tag):
-            raise PeerInputError(
-                "the edXMLHeader element is empty (<edXMLHeader/>); it cannot hold a signature"
-            )
-        out.write(insert)
-        while rest:
-            out.write(rest)
-            rest = source.read(CHUNK)
 
 
 def verify_file(
@@ -454,6 +538,20 @@ def verify_file(
     largest file accepted.
     """
     digest = _Digest()
+    try:
+        return _verify_file(path, trust, at, policy, signer_binding, digest)
+    finally:
+        digest.close()
+
+
+def _verify_file(
+    path: Path,
+    trust: TrustStore,
+    at: dt.datetime | None,
+    policy: VerifyPolicy,
+    signer_binding: SignerBinding | None,
+    digest: _Digest,
+) -> Verification:
     try:
         scan = _scan(path, digest, policy.max_bytes)
     except PeerInputError as exc:  # XmlRefused and Undecidable
