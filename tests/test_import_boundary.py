@@ -15,6 +15,7 @@ PURE = [
     ROOT / "directory.py",
     ROOT / "transport" / "frames.py",
     ROOT / "xmlsafe.py",
+    ROOT / "xmlstream.py",
 ]
 FORBIDDEN = {"asyncio", "aiomqtt", "aiosqlite", "aiohttp", "paho", "sqlite3", "socket"}
 
