@@ -23,8 +23,9 @@ class PeerInputError(LienthongError):
 class XmlRefused(PeerInputError):
     """XML refused before or while parsing: malformed, hostile or over a limit.
 
-    ``reason`` is a short stable token (``malformed``, ``dtd``, ``too-large``, ``too-deep``)
-    for metrics and tests; ``str(err)`` is the sentence for people.
+    ``reason`` is a short stable token (``malformed``, ``dtd``, ``too-large``, ``too-deep``;
+    ``encoding`` from the streaming reader, which reads UTF-8 only) for metrics and tests;
+    ``str(err)`` is the sentence for people.
     """
 
     def __init__(self, reason: str, message: str) -> None:

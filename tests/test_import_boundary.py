@@ -17,6 +17,7 @@ PURE = [
     ROOT / "dirholder.py",
     ROOT / "transport" / "frames.py",
     ROOT / "xmlsafe.py",
+    ROOT / "xmlstream.py",
 ]
 FORBIDDEN = {"asyncio", "aiomqtt", "aiosqlite", "aiohttp", "paho", "sqlite3", "socket"}
 

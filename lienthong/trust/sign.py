@@ -95,28 +95,16 @@ def sign_package(
     removed first. Bad XML raises :class:`~lienthong.errors.XmlRefused`, a package without
     ``edXMLEnvelope/edXMLHeader`` :class:`~lienthong.errors.PeerInputError`.
     """
-    key_is_ec = isinstance(identity.key, ec.EllipticCurvePrivateKey)
-    if algorithm is None:
-        algorithm = "ecdsa-sha256" if key_is_ec else "rsa-sha256"
-    method = ALGORITHMS.get(algorithm)
-    if method is None:
-        choices = ", ".join(sorted(ALGORITHMS))
-        raise ValueError(f"unknown signature algorithm {algorithm!r}; use one of {choices}")
-    if key_is_ec == algorithm.startswith("rsa-"):
-        kind = "EC" if key_is_ec else "RSA"
-        raise ValueError(f"algorithm {algorithm} does not fit the {kind} key")
+    algorithm = choose_algorithm(identity, algorithm)
     root = parse_xml(data)
     existing = _tree.signatures(root)
     if existing and not replace:
-        raise AlreadySigned(
-            f"the package is already signed ({len(existing)} signature(s)); "
-            "refusing to replace a signature unless asked to"
-        )
+        raise already_signed(len(existing))
     for old in existing:
         _remove_keeping_tail(old)
     if root.get("Id") is not None or root.get("ID") is not None:
         # signxml would then sign "#<Id>" instead of the whole document (URI="").
-        raise PeerInputError('the edXML root element carries an Id attribute; cannot sign URI=""')
+        raise PeerInputError(ROOT_ID)
     header = _header(root)
     # signxml cuts the placeholder out of root before digesting it, appending the text that
     # followed it to the text before, as the enveloped-signature transform will when verifying.
@@ -137,7 +125,7 @@ def sign_package(
         anchor.addnext(placeholder)
     try:
         _SIGNERS[algorithm].sign(
-            _Unsigned(holder, root), key=identity.key, key_info=_key_info(identity)
+            _Unsigned(holder, root), key=identity.key, key_info=key_info(identity)
         )
     except InvalidInput as exc:
         raise PeerInputError(f"the package cannot be signed: {exc}") from exc
@@ -151,12 +139,27 @@ def sign_package(
     return out
 
 
+def choose_algorithm(identity: SigningIdentity, algorithm: str | None) -> str:
+    """The short name of the signature algorithm to use with ``identity``'s key (see
+    :func:`sign_package`); :class:`ValueError` when it is unknown or does not fit the key."""
+    key_is_ec = isinstance(identity.key, ec.EllipticCurvePrivateKey)
+    if algorithm is None:
+        algorithm = "ecdsa-sha256" if key_is_ec else "rsa-sha256"
+    if algorithm not in ALGORITHMS:
+        choices = ", ".join(sorted(ALGORITHMS))
+        raise ValueError(f"unknown signature algorithm {algorithm!r}; use one of {choices}")
+    if key_is_ec == algorithm.startswith("rsa-"):
+        kind = "EC" if key_is_ec else "RSA"
+        raise ValueError(f"algorithm {algorithm} does not fit the {kind} key")
+    return algorithm
+
+
 def _placeholder() -> etree._Element:
     """The empty ``ds:Signature`` that tells signxml where the signature goes."""
     return etree.Element(_DS_SIGNATURE, Id="placeholder", nsmap={"ds": _tree.DSIG_NS})
 
 
-def _key_info(identity: SigningIdentity) -> etree._Element:
+def key_info(identity: SigningIdentity) -> etree._Element:
     """``ds:KeyInfo/ds:X509Data`` with the identity's certificates, leaf first."""
     key_info = etree.Element(_DS_KEY_INFO, nsmap={"ds": _tree.DSIG_NS})
     x509_data = etree.SubElement(key_info, _DS_X509_DATA)
@@ -171,11 +174,23 @@ _DS_X509_DATA = etree.QName(_tree.DSIG_NS, "X509Data")
 _DS_X509_CERTIFICATE = etree.QName(_tree.DSIG_NS, "X509Certificate")
 
 
+NO_HEADER = "the package has no edXMLEnvelope/edXMLHeader to hold the signature"
+ROOT_ID = 'the edXML root element carries an Id attribute; cannot sign URI=""'
+
+
+def already_signed(count: int) -> AlreadySigned:
+    """The refusal of a package that carries ``count`` signatures."""
+    return AlreadySigned(
+        f"the package is already signed ({count} signature(s)); "
+        "refusing to replace a signature unless asked to"
+    )
+
+
 def _header(root: etree._Element) -> etree._Element:
     envelope = _tree.child(root, "edXMLEnvelope")
     header = _tree.child(envelope, "edXMLHeader") if envelope is not None else None
     if header is None:
-        raise PeerInputError("the package has no edXMLEnvelope/edXMLHeader to hold the signature")
+        raise PeerInputError(NO_HEADER)
     return header
 
 

@@ -33,7 +33,9 @@ SignerBinding = Callable[[str, x509.Certificate], bool]
 CHANGED = "the signature does not match the content: the package was changed after signing"
 
 _DS = {"ds": _tree.DSIG_NS}
-_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=True)
+SIGNXML_PARSER = etree.XMLParser(
+    resolve_entities=False, load_dtd=False, no_network=True, huge_tree=True
+)
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,10 @@ def verify_package(
     try:
         return _verify(data, trust, at or dt.datetime.now(dt.UTC), policy, signer_binding)
     except XmlRefused as exc:
-        return _refused(str(exc))
+        return refused(str(exc))
 
 
-def _refused(*reasons: str, algorithm: str = "", weak: bool = False) -> Verification:
+def refused(*reasons: str, algorithm: str = "", weak: bool = False) -> Verification:
     return Verification(False, algorithm=algorithm, weak=weak, reasons=reasons)
 
 
@@ -107,32 +109,71 @@ def _verify(
 ) -> Verification:
     root = parse_xml(data, max_bytes=policy.max_bytes)
     signatures = _tree.signatures(root)
+    problem = count_problem(len(signatures), len(_tree.message_headers(root)))
+    if problem:
+        return refused(problem)
+    examined = examine(signatures[0], policy)
+    if isinstance(examined, Verification):
+        return examined
+    try:
+        signed = _check_signature(root, examined.leaf, examined.weak)
+    except (SignXMLException, etree.LxmlError, ValueError) as exc:
+        return crypto_failure(examined, exc)
+    return conclude(examined, _tree.sender(signed), trust, at, binding)
+
+
+# The steps below are shared with the streaming verifier (lienthong.trust.stream), which
+# finds the same facts in one pass over a file instead of a tree.
+
+
+def count_problem(signatures: int, headers: int) -> str | None:
+    """Refuse unsigned packages and wrapping: exactly one Signature and at most one
+    MessageHeader (or Status) anywhere in the document."""
     if not signatures:
-        return _refused("the package is not signed")
-    if len(signatures) > 1:
-        return _refused(
-            f"the package holds {len(signatures)} signatures where exactly one is allowed"
-        )
-    headers = _tree.message_headers(root)
-    if len(headers) > 1:
-        return _refused(
-            f"the package holds {len(headers)} MessageHeader elements where exactly one is"
+        return "the package is not signed"
+    if signatures > 1:
+        return f"the package holds {signatures} signatures where exactly one is allowed"
+    if headers > 1:
+        return (
+            f"the package holds {headers} MessageHeader elements where exactly one is"
             " allowed: an added header is a signature-wrapping attempt"
         )
-    signature = signatures[0]
+    return None
+
+
+@dataclass(frozen=True)
+class Examined:
+    """What :func:`examine` read from a Signature element before any cryptography."""
+
+    signature: etree._Element
+    """The Signature, in the DSig namespace (converted from the edXML one if need be)."""
+    from_edxml_ns: bool
+    leaf: x509.Certificate
+    others: list[x509.Certificate]
+    name: str
+    digest_name: str
+    weak: bool
+    known: Verification
+    """A refusal naming the signer and algorithm, to fill with reasons."""
+
+
+def examine(signature: etree._Element, policy: VerifyPolicy) -> Examined | Verification:
+    """Read the reference, algorithms and certificates of ``signature``; a refusal when one
+    of them is unacceptable. An edXML-namespace Signature is replaced in its tree by its DSig
+    form (see :func:`_as_dsig`)."""
     from_edxml_ns = etree.QName(signature).namespace == _tree.EDXML_NS
     if from_edxml_ns:
         signature = _as_dsig(signature)
     problem = _reference_problem(signature)
     if problem:
-        return _refused(problem)
+        return refused(problem)
     method = _algorithm(signature, "ds:SignedInfo/ds:SignatureMethod")
     digest = _algorithm(signature, "ds:SignedInfo/ds:Reference/ds:DigestMethod")
     name = method.rpartition("#")[2] or method
     digest_name = digest.rpartition("#")[2] or digest
     weak = "sha1" in method.lower() or digest.lower().endswith("#sha1")
     if weak and not policy.allow_sha1:
-        return _refused(
+        return refused(
             f"the package is signed with a SHA-1 algorithm ({name}, digest {digest_name}),"
             " which is too weak and refused",
             algorithm=name,
@@ -140,39 +181,54 @@ def _verify(
         )
     certs, problem = _certificates(signature)
     if problem:
-        return _refused(problem, algorithm=name, weak=weak)
+        return refused(problem, algorithm=name, weak=weak)
     leaf, others = _leaf(certs)
     known = Verification(
         False, signer=leaf, signer_subject=describe(leaf), algorithm=name, weak=weak
     )
-    try:
-        signed = _check_signature(root, leaf, weak)
-    except InvalidDigest:
-        return replace(known, reasons=(CHANGED,))
-    except InvalidSignature:
-        hint = " (the Signature element was in the edXML namespace)" if from_edxml_ns else ""
+    return Examined(signature, from_edxml_ns, leaf, others, name, digest_name, weak, known)
+
+
+def crypto_failure(examined: Examined, exc: Exception) -> Verification:
+    """The refusal for an error raised while checking the digest or the signature value."""
+    if isinstance(exc, InvalidDigest):
+        return replace(examined.known, reasons=(CHANGED,))
+    if isinstance(exc, InvalidSignature):
+        hint = (
+            " (the Signature element was in the edXML namespace)" if examined.from_edxml_ns else ""
+        )
         bad_value = (
             "the signature value does not verify with the certificate it carries: the signed"
             f" information or the certificate was replaced{hint}"
         )
-        return replace(known, reasons=(bad_value,))
-    except (SignXMLException, etree.LxmlError, ValueError) as exc:
-        return replace(known, reasons=(f"the signature is malformed: {exc}",))
-    sender = _tree.sender(signed)
-    checked = trust.check(leaf, others, at)
+        return replace(examined.known, reasons=(bad_value,))
+    return replace(examined.known, reasons=(f"the signature is malformed: {exc}",))
+
+
+def conclude(
+    examined: Examined,
+    sender: str | None,
+    trust: TrustStore,
+    at: dt.datetime,
+    binding: SignerBinding | None,
+) -> Verification:
+    """Once the signature is good: check the chain, and that the signer may sign for
+    ``sender`` (read from the signed content)."""
+    leaf = examined.leaf
+    checked = trust.check(leaf, examined.others, at)
     reasons = list(checked.reasons)
     if sender is None:
         reasons.append("the signed package names no sender (MessageHeader/From/OrganId)")
     elif not (binding or default_binding)(sender, leaf):
         reasons.append(f"certificate {describe(leaf)} may not sign for {sender}")
     valid = not reasons
-    if weak:
+    if examined.weak:
         reasons.append(
-            f"the signature uses SHA-1 ({name}, digest {digest_name}),"
+            f"the signature uses SHA-1 ({examined.name}, digest {examined.digest_name}),"
             " a weak algorithm accepted by policy"
         )
     return replace(
-        known,
+        examined.known,
         valid=valid,
         sender=sender,
         chain=tuple(describe(c) for c in checked.chain),
@@ -255,13 +311,11 @@ def _leaf(certs: list[x509.Certificate]) -> tuple[x509.Certificate, list[x509.Ce
     return leaf, [c for c in certs if c is not leaf]
 
 
-def _check_signature(
-    root: etree._Element, leaf: x509.Certificate, allow_sha1: bool
-) -> etree._Element:
-    """Verify digest and signature value with signxml; return the signed content."""
-    config = SignatureConfiguration(
-        # The chain and its dates are checked by the trust store with the right time; signxml
-        # is given a time inside the leaf's window so it checks the cryptography only.
+def expected_config(leaf: x509.Certificate, allow_sha1: bool) -> SignatureConfiguration:
+    """What signxml is told to accept: no SHA-1 unless allowed, and a time inside the leaf's
+    window, since the chain and its dates are checked by the trust store at the right time and
+    signxml is to check the cryptography only."""
+    return SignatureConfiguration(
         verification_time=leaf.not_valid_before_utc,
         signature_methods=frozenset(
             m for m in SignatureMethod if allow_sha1 or "SHA1" not in m.name
@@ -270,7 +324,14 @@ def _check_signature(
             d for d in DigestAlgorithm if allow_sha1 or "SHA1" not in d.name
         ),
     )
-    result = XMLVerifier().verify(root, x509_cert=leaf, parser=_PARSER, expect_config=config)
+
+
+def _check_signature(
+    root: etree._Element, leaf: x509.Certificate, allow_sha1: bool
+) -> etree._Element:
+    """Verify digest and signature value with signxml; return the signed content."""
+    config = expected_config(leaf, allow_sha1)
+    result = XMLVerifier().verify(root, x509_cert=leaf, parser=SIGNXML_PARSER, expect_config=config)
     signed = getattr(result, "signed_xml", None)
     if not isinstance(signed, etree._Element):
         raise InvalidDigest("the signed content is not XML")
