@@ -355,6 +355,7 @@ class Node:
             # Work left half-done by a previous run is finished before any link delivers new
             # frames, so the two never handle the same package at once.
             await self._remember_in_progress()
+            await self.dirsync.apply_published()  # routes of what is resumed: the newest
             resumed = await self.processor.resume()
             try:
                 await self._serve(resumed)
