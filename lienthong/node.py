@@ -237,6 +237,13 @@ class Node:
             out[peer] = "parent"
         return out
 
+    def _neighbour_codes(self) -> list[str]:
+        """The neighbours of the directory in force (those it sends to if it cannot say)."""
+        try:
+            return list(self.neighbours())
+        except ConfigError:
+            return list(self.senders)
+
     def _make_senders(self) -> dict[str, HopSender]:
         return {
             neighbour: self._make_sender(neighbour, link_name)
@@ -422,7 +429,7 @@ class Node:
             node=self.me,
             store=self.store,
             links=self.links,
-            hops=tuple(self.senders),
+            neighbours=self._neighbour_codes,
             identity=self.identity,
             state_dir=self.config.node.state_dir,
             metrics=self.metrics,
