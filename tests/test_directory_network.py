@@ -209,6 +209,13 @@ def _status_01(net: Network, sender: str, document_id: str, by: str) -> int:
     )
 
 
+def _stored_by(net: Network, code: str, hop: str, document_ids: list[str]) -> bool:
+    """True when ``code``'s node holds a hop receipt from ``hop`` for each document."""
+    return all(
+        any(r.level == "hop" and r.by == hop for r in net.receipts(code, d)) for d in document_ids
+    )
+
+
 def _delivered(net: Network, code: str, document_ids: list[str], recipient: str) -> list[int]:
     """How many inbox entries for ``recipient`` each document has at ``code``'s node."""
     entries = net.inbox(code)
@@ -257,18 +264,12 @@ def test_a_commune_moved_under_its_province_loses_none_of_the_documents_queued_f
     net.start([DISTRICT_A])
     wait_for(
         "the district's late hop receipts at the province",
-        lambda: all(
-            any(r.level == "hop" and r.by == DISTRICT_A for r in net.receipts(PROVINCE_A, d))
-            for d in documents
-        ),
+        lambda: _stored_by(net, PROVINCE_A, DISTRICT_A, documents),
         net,
     )
     wait_for(
         "the district passing its copies on",
-        lambda: all(
-            any(r.level == "hop" and r.by == PROVINCE_A for r in net.receipts(DISTRICT_A, d))
-            for d in documents
-        ),
+        lambda: _stored_by(net, DISTRICT_A, PROVINCE_A, documents),
         net,
     )
     assert net.directory_version(DISTRICT_A) == 2
