@@ -11,6 +11,7 @@ silently falls back to its default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -192,6 +193,33 @@ def _port_or_zero(value: Any) -> str | None:
     return None if 0 <= value < 65536 else "must be a TCP port number, or 0 for none"
 
 
+def _networks(value: Any) -> str | None:
+    for text in value:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f"{text!r} is not an IP address or network (10.1.2.3, 10.1.2.0/24)"
+    return None
+
+
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def _loopback(value: Any) -> str | None:
+    """The plain-HTTP listener stays on this machine: requests on it travel unencrypted."""
+    if value in _LOOPBACK_NAMES:
+        return None
+    try:
+        if ipaddress.ip_address(value.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        "must be a loopback address (127.0.0.1, ::1): the plain-HTTP API must not be"
+        " reachable from the network; serve other servers with [gateway.https]"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayClient:
     """``[gateway.clients.<systemid>]``: one office-software installation and its secret."""
@@ -200,21 +228,57 @@ class GatewayClient:
     secret_file: Path = _setting(_NO_PATH, None, "file holding the HMAC secret")
     send_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it may send for")
     receive_for: tuple[str, ...] = _setting((), _agency_codes, "agencies it receives for")
+    allow_from: tuple[str, ...] = _setting(
+        (), _networks, "addresses or networks it may use the HTTPS listener from; none: not at all"
+    )
+    certificate_cn: str = _setting(
+        "", None, "over HTTPS, its client certificate must have this common name"
+    )
+
     validation: str = _setting(
         "", _validation_mode_or_unset, "lenient or strict for this client; unset: [validation]"
     )
 
 
 @dataclass(frozen=True, slots=True)
+class HttpsSettings:
+    """``[gateway.https]``: the API over TLS for office software on other servers."""
+
+    host: str = _setting("", None, "address to listen on; empty: no HTTPS listener")
+    port: int = _setting(8867, _port, "TCP port")
+    cert: Path = _setting(_NO_PATH, None, "PEM server certificate (chain)")
+    key: Path = _setting(_NO_PATH, None, "PEM private key of the certificate")
+    client_ca: Path = _setting(
+        _NO_PATH, None, "require client certificates chaining to this CA (PEM); unset: not"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """True when a host is set."""
+        return bool(self.host)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """``[gateway]``: the local HTTP API office software talks to (axis SDK wire format)."""
 
-    host: str = _setting("127.0.0.1", None, "address to listen on; keep it local")
+    host: str = _setting("127.0.0.1", _loopback, "loopback address of the plain-HTTP listener")
     port: int = _setting(8866, _port_or_zero, "TCP port; 0 for none (socket only)")
     socket: Path = _setting(_NO_PATH, None, "also listen on this unix socket")
     unverifiable_hash: str = _setting(
         "refuse", _hash_policy, "a request whose HMAC cannot be checked (mangled header bytes)"
     )
+    header_timeout_s: float = _setting(
+        10.0, _positive, "close a connection whose request headers are not whole by then"
+    )
+    body_timeout_s: float = _setting(
+        30.0, _positive, "refuse a request body that stalls this long between two reads"
+    )
+    max_connections: int = _setting(256, _at_least_one, "open connections at most, in total")
+    max_connections_per_address: int = _setting(
+        32, _at_least_one, "open connections at most from one client address"
+    )
+    https: HttpsSettings = field(default_factory=HttpsSettings)
     clients: dict[str, GatewayClient] = field(default_factory=dict)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,9 +165,10 @@ async def check_node(
     state_dir: Path,
     now: float,
     limits: DiskLimits | None = None,
+    extra: Sequence[Check] = (),
     directory: DirectoryHolder | None = None,
 ) -> Health:
-    """Run every check of node ``node``."""
+    """Run every check of node ``node``; ``extra`` are checks made elsewhere (the spool)."""
     checks = [await check_store(store)]
     checks += [check_link(name, link) for name, link in links.items()]
     checks.append(check_signing_key(identity, now))
@@ -175,4 +176,5 @@ async def check_node(
         expiry = directory.expiry(now)
         checks.append(Check("directory", expiry.ok, expiry.message))
     checks.append(await asyncio.to_thread(check_disk, state_dir, limits or DiskLimits()))
+    checks += extra
     return Health(node, now, tuple(checks))

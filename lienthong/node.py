@@ -170,6 +170,7 @@ class Node:
         self._rerouting = asyncio.Lock()
         """Transfers in flight that the last re-routing pass left for the next one."""
         self.gateway: Listener | None = None
+        self.spool: Spool | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -393,7 +394,8 @@ class Node:
             tasks.append(tg.create_task(self._follow_routes(), name="reroute"))
             tasks.append(tg.create_task(self.dirsync.run(), name="directory"))
             if self.config.spool.enabled:
-                tasks.append(tg.create_task(self._spool().run(), name="spool"))
+                self.spool = self._spool()
+                tasks.append(tg.create_task(self.spool.run(), name="spool"))
             self.gateway = await self._start_gateway()
             status = self.describe()
             self.notifier.ready(status)
@@ -406,7 +408,7 @@ class Node:
     async def _start_gateway(self) -> Listener | None:
         """The office-software API, when a port or a socket is configured."""
         settings = self.config.gateway
-        if not settings.port and settings.socket == Path():
+        if not settings.port and settings.socket == Path() and not settings.https.enabled:
             return None
         try:
             return await start_gateway(
@@ -416,6 +418,7 @@ class Node:
                 self.directories,
                 self.clock,
                 routes=operator_routes(self.operator()),
+                upload_dir=self.config.node.state_dir / "uploads",
             )
         except OSError as exc:
             raise ConfigError(
@@ -436,6 +439,7 @@ class Node:
             token=self.requeue_token,
             listen_host=self.config.gateway.host,
             on_requeued=lambda: self._wake_senders(self.senders),
+            checks=lambda: [self.spool.check()] if self.spool is not None else [],
             clock=self.clock,
             directory=self.directories,
         )

@@ -82,6 +82,8 @@ class _Checked:
     package: Package | None
     problems: tuple[str, ...]
     signature_refused: bool
+    forged: tuple[str, ...] = ()
+    """Why the frame that brought it cannot be believed for delivery here (none: empty)."""
 
 
 Replace = Callable[
@@ -98,6 +100,28 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
 def _deviation_fields(deviations: Sequence[Problem]) -> dict[str, list[str]]:
     """Log fields for a package's deviations: none when it has none."""
     return {"deviations": [f"{d} [{d.kind}]" for d in deviations]} if deviations else {}
+
+
+def _frame_disagreement(
+    kind: str, local: Sequence[str], pkg: Package, resolve: Callable[[str], str]
+) -> list[str]:
+    """Why the frame that brought ``pkg`` cannot be believed for delivery here (none: empty).
+
+    The frame names the kind and the recipients for this hop; only the signed package says
+    what it is and whom its sender wrote to (a renamed code it names, through ``resolve``,
+    names the new code too).
+    """
+    problems = []
+    if kind != pkg.kind:
+        problems.append(f"the frame says {kind!r}, the signed package is {pkg.kind!r}")
+    named = set(_recipients_of(pkg))
+    named |= {resolve(code) for code in named}
+    problems += [
+        f"the frame addresses {code}, whom the signed package does not name"
+        for code in local
+        if code not in named
+    ]
+    return problems
 
 
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
@@ -339,8 +363,23 @@ class Processor:
         if record.state not in (PackageState.STORED, PackageState.VERIFIED):
             return  # already handled before a restart
         split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
-        check = await self._check(record, verify=bool(split.local))
+        check = await self._check(record, split.local)
         pkg, problems = check.package, list(check.problems)
+        if pkg is not None and check.forged:
+            # The frame, not the signed package, is at fault: nobody the package names is
+            # told anything (a status would come from an agency the sender never wrote to);
+            # the package is kept in quarantine with the reason.
+            self.metrics.refused("reception", "invalid")
+            await self.store.set_package_state(
+                package_id, PackageState.QUARANTINED, self.clock(), "; ".join(check.forged)
+            )
+            _log.warning(
+                "package_quarantined",
+                document_id=pkg.document_id,
+                from_peer=record.from_peer,
+                reasons=list(check.forged),
+            )
+            return
         if pkg is None or (split.local and problems):
             reason: RefusalReason = "signature" if check.signature_refused else "invalid"
             self.metrics.refused("reception", reason)
@@ -348,15 +387,22 @@ class Processor:
             return
         await self._route(package_id, pkg, record.meta.recipients)
 
-    async def _check(self, record: PackageRecord, *, verify: bool) -> _Checked:
-        """Validate a stored package and, when ``verify`` (it is for agencies served here)
-        and it is not verified yet, check its signature; the deviations of a package to
-        deliver are counted and logged (reception is lenient: shown, never refused)."""
+    async def _check(self, record: PackageRecord, local: Sequence[str]) -> _Checked:
+        """Validate a stored package; when it is for ``local`` (agencies served here), check
+        that the signed package names them and is of the kind its frame said (else it is
+        ``forged`` and nothing more is checked), and, unless verified already, its signature.
+        The deviations of a package to deliver are counted and logged (reception is lenient:
+        shown, never refused)."""
         data = await self.store.read_package(record.package_id)
         result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
+        pkg = result.package
         problems = [str(p) for p in result.problems]
+        if pkg is not None and local:
+            forged = _frame_disagreement(record.meta.kind, local, pkg, self.directory.resolve)
+            if forged:
+                return _Checked(pkg, tuple(problems), False, tuple(forged))
         signature_refused = False
-        if verify and record.state != PackageState.VERIFIED:
+        if local and record.state != PackageState.VERIFIED:
             verification = await off_loop(
                 verify_package,
                 data,
@@ -369,14 +415,14 @@ class Processor:
             if not verification.valid:
                 signature_refused = True
                 problems = [*verification.reasons, *problems]
-        if verify and result.package is not None and not problems and result.deviations:
+        if local and pkg is not None and not problems and result.deviations:
             self.metrics.deviated("delivery", record.package_id, result.deviations)
             _log.info(
                 "package_deviations",
-                document_id=result.package.document_id,
+                document_id=pkg.document_id,
                 **_deviation_fields(result.deviations),
             )
-        return _Checked(result.package, tuple(problems), signature_refused)
+        return _Checked(pkg, tuple(problems), signature_refused)
 
     async def _refuse(
         self,
@@ -406,7 +452,8 @@ class Processor:
         the route is unchanged or the transfer was taken meanwhile.
 
         When the package does not verify here, the recipients served here are answered with
-        a status 02 and not delivered; the others still go on (their nodes check it too).
+        a status 02 and not delivered (not answered when the signed package does not name
+        them: the frame lied); the others still go on (their nodes check it too).
         """
         split = split_by_next_hop(self.me, self.directory, transfer.recipients)
         if split.only_to(transfer.next_hop):
@@ -417,9 +464,11 @@ class Processor:
         local: tuple[str, ...] = ()
         pkg: Package | None = None
         problems: tuple[str, ...] = ()
+        forged = False
         if split.local or split.refused:
-            check = await self._check(record, verify=bool(split.local))
-            pkg, problems = check.package, check.problems
+            check = await self._check(record, split.local)
+            pkg, problems = check.package, check.forged or check.problems
+            forged = bool(check.forged)
             if pkg is None:
                 _log.error(
                     "transfer_not_rerouted",
@@ -453,7 +502,8 @@ class Processor:
                 recipients=list(split.local),
                 reasons=list(problems),
             )
-            if isinstance(pkg, EdocPackage):
+            # A frame that lied about the package is answered to no one (see reception).
+            if isinstance(pkg, EdocPackage) and not forged:
                 await self._answer(pkg, split.local[0], receipts.REFUSED, problems)
         if pkg is not None and split.refused:
             await self._unroutable(pkg, split.refused)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lienthong.devnet.broker import Broker, free_port
+from lienthong.brokersetup import free_port
+from lienthong.devnet.broker import Broker
 from lienthong.devnet.pki import HOST, DevPki
 
 Pki = DevPki

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -21,11 +22,9 @@ SECRET = "bí mật"
 CLIENT = Client("qlvb", SECRET, frozenset({"000.00.01.H49"}), frozenset({"000.00.01.H49"}))
 
 
-def request_of(
-    sdk: AxisClient, operation: str = "getEdoc", body: bytes = b"{}"
-) -> axis.AxisRequest:
+def request_of(sdk: AxisClient, operation: str = "getAgenciesList") -> axis.AxisRequest:
     """What the gateway parses from the headers ``sdk`` would send."""
-    return axis.parse_request(f"/x/{operation}", sdk.signed_headers(), body)
+    return axis.parse_request(f"/x/{operation}", sdk.signed_headers())
 
 
 def sdk_client(**params: str) -> AxisClient:
@@ -58,18 +57,46 @@ def test_java_hex_writes_bytes_without_padding(digest: bytes) -> None:
     assert axis.java_hex(digest) == "".join(hex(b)[2:] for b in digest)
 
 
-def test_the_sendedoc_body_loses_one_crlf_and_is_checked_against_hash_file() -> None:
-    """One trailing CRLF is stripped; hash-file matches in unpadded or plain hex."""
+def digest_of(*pieces: bytes) -> axis.BodyDigest:
+    """A body digest fed ``pieces`` one by one."""
+    digest = axis.BodyDigest()
+    for piece in pieces:
+        digest.update(piece)
+    return digest
+
+
+@given(st.binary(min_size=1, max_size=300), st.lists(st.integers(0, 302), max_size=4))
+def test_a_body_fed_in_pieces_is_matched_with_and_without_its_crlf(
+    package: bytes, cuts: list[int]
+) -> None:
+    """Wherever the pieces split the body, hash-file of the package names its size."""
+    body = package + b"\r\n"
+    bounds = sorted({0, len(body), *(min(c, len(body)) for c in cuts)})
+    pieces = [body[a:b] for a, b in itertools.pairwise(bounds)]
+    plain = hashlib.sha256(package).digest()
+    assert digest_of(*pieces).package_size(axis.java_hex(plain)) == len(package)
+    whole = hashlib.sha256(body).hexdigest()
+    assert digest_of(*pieces).package_size(whole) == len(body)
+
+
+def test_the_sendedoc_body_must_match_hash_file() -> None:
+    """One trailing CRLF is stripped; hash-file matches in unpadded or plain hex; a body that
+    is not the package signed, or an empty one, is refused."""
     package = b"<edXML>\r\n</edXML>\r\n"
     digest = hashlib.sha256(package).digest()
     body = package + b"\r\n"
-    assert axis.package_bytes(body, axis.java_hex(digest)) == package
-    assert axis.package_bytes(body, digest.hex()) == package
-    assert axis.package_bytes(body, None) == package
-    with pytest.raises(AxisError, match="damaged"):
-        axis.package_bytes(body, "abc")
+    assert digest_of(body).package_size(axis.java_hex(digest)) == len(package)
+    assert digest_of(body[:5], body[5:]).package_size(digest.hex().upper()) == len(package)
+    with pytest.raises(AxisError, match="damaged or replaced"):
+        digest_of(body).package_size("abc")
     with pytest.raises(AxisError, match="body is empty"):
-        axis.package_bytes(b"\r\n", None)
+        digest_of(b"\r\n").package_size(axis.java_hex(hashlib.sha256(b"").digest()))
+
+
+def test_a_streamed_field_goes_between_the_two_halves() -> None:
+    """success_around splits a reply where a large string value is streamed in."""
+    head, tail = axis.success_around(axis.GET_EDOC, "data")
+    assert json.loads(head + b"QUJD" + tail) == json.loads(axis.success(axis.GET_EDOC, data="QUJD"))
 
 
 def test_hmac_checks_tell_the_header_encodings_apart() -> None:
@@ -87,18 +114,34 @@ def test_hmac_checks_tell_the_header_encodings_apart() -> None:
     )
 
 
-def test_parameters_come_from_the_signed_json_by_exact_name() -> None:
-    """A header contradicting the signed JSON loses; docId and docid are two parameters."""
+def test_parameters_come_from_the_signed_json_only_by_exact_name() -> None:
+    """A header contradicting the signed JSON loses, an unsigned one is ignored; docId and
+    docid are two parameters."""
     sdk = sdk_client(docId="42", docid="7")
     headers = [*sdk.signed_headers(), (b"XroadVnpt-extra", b"unsigned")]
     headers = [(k, b"99") if k == b"XroadVnpt-docId" else (k, v) for k, v in headers]
     auth = axis.authenticate(
-        axis.parse_request("/getEdoc", headers, b"{}"), {"qlvb": CLIENT}, HashPolicy.REFUSE
+        axis.parse_request("/getEdoc", headers), {"qlvb": CLIENT}, HashPolicy.REFUSE
     )
     assert auth.check is HashCheck.VERIFIED
     assert (auth.param("docId"), auth.param("docid")) == ("42", "7")
     assert auth.param("DOCID") is None
-    assert auth.param("extra") == "unsigned"  # only what the signed JSON lacks comes from headers
+    assert auth.param("extra") is None
+
+
+@pytest.mark.parametrize(
+    ("operation", "missing"),
+    [("getEdoc", "docId"), ("updateStatus", "docid"), ("sendEdoc", "hash-file")],
+)
+def test_required_parameters_must_be_signed(operation: str, missing: str) -> None:
+    """An operation whose required parameter is only an unsigned header is refused."""
+    sdk = sdk_client(status="done")
+    headers = [*sdk.signed_headers(), (f"XroadVnpt-{missing}".encode(), b"1")]
+    with pytest.raises(AxisError, match=f"needs the parameter XroadVnpt-{missing}") as info:
+        axis.authenticate(
+            axis.parse_request(f"/{operation}", headers), {"qlvb": CLIENT}, HashPolicy.REFUSE
+        )
+    assert info.value.code is axis.ErrorCode.BAD_REQUEST
 
 
 def test_latin1_parameters_are_decoded_as_sent() -> None:
@@ -112,7 +155,7 @@ def test_latin1_parameters_are_decoded_as_sent() -> None:
 
 def test_refusals_name_the_reason() -> None:
     """No sign-header, an unknown client, a wrong secret, an unverifiable HMAC under refuse."""
-    bare = axis.parse_request("/getEdoc", [(b"XroadVnpt-systemid", b"qlvb")], b"")
+    bare = axis.parse_request("/getEdoc", [(b"XroadVnpt-systemid", b"qlvb")])
     cases = [
         (bare, "has no XroadVnpt-sign-header"),
         (request_of(AxisClient("/x", "ghost", SECRET)), "unknown client systemid 'ghost'"),

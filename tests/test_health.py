@@ -16,6 +16,7 @@ from test_metrics import NATIONAL, http, running, wait_for
 from lienthong.devnet.network import Network
 from lienthong.devnet.pki import DevPki
 from lienthong.health import (
+    Check,
     DiskLimits,
     check_disk,
     check_link,
@@ -119,6 +120,25 @@ async def test_node_is_unhealthy_when_any_check_fails(pki: DevPki, tmp_path: Pat
     assert body["status"] == "unhealthy"
     assert set(body["checks"]) == {"store", "link:parent", "signing_key", "disk"}
     assert [c.name for c in health.failing] == ["link:parent"]
+
+
+async def test_checks_made_elsewhere_count(pki: DevPki, tmp_path: Path) -> None:
+    """A failing check made elsewhere (the spool's) makes the node unhealthy."""
+    cert, key = pki.client_files(PROVINCE)
+    identity = load_identity(key, cert)
+    async with SqliteStore(tmp_path / "state") as store:
+        health = await check_node(
+            node=PROVINCE,
+            store=store,
+            links={},
+            identity=identity,
+            state_dir=tmp_path,
+            now=identity.certificate.not_valid_before_utc.timestamp() + 60,
+            limits=DiskLimits(min_free_bytes=1, min_free_ratio=0.0),
+            extra=[Check("spool", False, "1 failing in spool: outbox/x.xml: gone")],
+        )
+    assert [c.name for c in health.failing] == ["spool"]
+    assert not health.ok
 
 
 # -- real daemons --------------------------------------------------------------------------------

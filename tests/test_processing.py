@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from conftest import DATA, PROVINCE
 
+from lienthong.devnet.pki import DevPki
 from lienthong.edxml import BusinessDocType, build, new_edoc, parse, validate
 from lienthong.edxml.model import Business
+from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor, SubmissionRefused
-from lienthong.store import PackageState
+from lienthong.store import PackageMeta, PackageState
+from lienthong.trust import TrustStore, sign_package
 
 DEPARTMENT = "000.00.01.H49"  # served by the province node
 FAR = "000.03.07.H41"
+NATIONAL = "000.00.00.G22"
 
 
 def _document(sender: str, to: list[str], number: str = "1") -> bytes:
@@ -239,3 +244,65 @@ async def test_a_revoke_without_business_document_id_withdraws_the_original(
         assert states[revoke.package_id] == "new"
         codes = [r.code for r in await province.store.receipts(first.document_id)]
         assert "15" in codes
+
+
+# -- the frame is never believed over the signed package ---------------------------------------
+
+
+def _signed_far(province: Processor, tmp_path: Path, to: list[str], number: str) -> bytes:
+    """A document signed by the far commune, whose CA the province now trusts."""
+    pki = DevPki(tmp_path / f"far-pki-{number}", key_type="rsa")
+    cert, key = pki.client_files(FAR)
+    province.trust = TrustStore.from_pem([pki.cafile.read_bytes()])
+    return sign_package(_document(FAR, to, number), load_identity(key, cert))
+
+
+async def _received(
+    province: Processor, data: bytes, kind: str, recipients: list[str], transfer_id: str
+) -> str:
+    """``data`` stored as a transfer from the national node whose frame said ``kind`` and
+    ``recipients``, then acted on."""
+    meta = PackageMeta.for_bytes(data, "frame-doc", kind, FAR, recipients)  # type: ignore[arg-type]
+    result = await province.store.receive(transfer_id, data, meta, NATIONAL, province.clock())
+    await province.process_received(result.package_id)
+    return result.package_id
+
+
+async def test_a_frame_readdressed_to_an_agency_the_sender_never_named_is_not_delivered(
+    province: Processor, tmp_path: Path
+) -> None:
+    """A package signed for the national node, framed as if for the department served here, is
+    quarantined naming the department; nothing reaches an inbox, no status is sent."""
+    data = _signed_far(province, tmp_path, [NATIONAL], "31")
+    async with province.store:
+        package_id = await _received(province, data, "edoc", [DEPARTMENT], "t-readdressed")
+        record = await province.store.get_package(package_id)
+        assert record.state == PackageState.QUARANTINED
+        assert f"the frame addresses {DEPARTMENT}, whom the signed package does not name" in (
+            record.reason or ""
+        )
+        assert await province.store.inbox_list(pending=False) == []
+        summary = await province.store.queue_summary(province.clock())
+        assert sum(summary.transfers.values()) == 0
+
+
+async def test_a_frame_that_lies_about_the_kind_is_not_delivered(
+    province: Processor, tmp_path: Path
+) -> None:
+    """An edoc framed as a status is quarantined naming both kinds, and not delivered."""
+    data = _signed_far(province, tmp_path, [DEPARTMENT], "32")
+    async with province.store:
+        package_id = await _received(province, data, "status", [DEPARTMENT], "t-kind")
+        record = await province.store.get_package(package_id)
+        assert record.state == PackageState.QUARANTINED
+        assert "the frame says 'status', the signed package is 'edoc'" in (record.reason or "")
+        assert await province.store.inbox_list(pending=False) == []
+
+
+async def test_an_honest_frame_is_delivered(province: Processor, tmp_path: Path) -> None:
+    """The same package framed truthfully is delivered to the department (control case)."""
+    data = _signed_far(province, tmp_path, [DEPARTMENT], "33")
+    async with province.store:
+        await _received(province, data, "edoc", [DEPARTMENT], "t-honest")
+        entries = await province.store.inbox_list(recipient=DEPARTMENT, pending=False)
+        assert [e.kind for e in entries] == ["edoc"]

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "lienthong.cli.office_cmds",
     "lienthong.cli.report_cmds",
     "lienthong.cli.directory_cmds",
+    "lienthong.cli.setup_cmds",
 )
 
 

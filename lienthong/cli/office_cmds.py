@@ -18,13 +18,13 @@ from lienthong import receipts
 from lienthong.cli.node_cmds import local_processor
 from lienthong.cli.store_cmds import config_arg, configs_arg, load_configs
 from lienthong.config import Config, load_config
-from lienthong.edxml import EdocPackage, build, parse, validate
+from lienthong.edxml import EdocPackage, build, parse
 from lienthong.edxml.model import STATUS_CODES, Organization
 from lienthong.errors import LienthongError
 from lienthong.logs import configure
 from lienthong.processing import SubmissionRefused
 from lienthong.store import SqliteStore
-from lienthong.trace import Event, NodeView, collect_view, format_time, render, trace
+from lienthong.trace import NodeView, collect_view, format_time, story, trace
 
 OFFICE_STATUS_CODES = ("03", "04", "05", "06", "13", "15", "16")
 """Statuses people report; 01 and 02 are sent by the node itself."""
@@ -146,37 +146,21 @@ def _status(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-async def _view(config: Config, document_id: str) -> tuple[NodeView, list[Event]]:
-    """What the node of ``config`` knows of the document, and one ``deviation`` event for each
-    deviation from QCVN 102 of the packages of it that the node keeps (checked again from the
-    kept bytes, at the time the package was stored)."""
-    node = config.node.code
+async def _view(config: Config, document_id: str) -> NodeView:
     async with _open(config) as store:
-        view = await collect_view(store, node, document_id)
-        deviations: list[Event] = []
-        for record in view.packages:
-            if record.meta.kind == "edoc":
-                found = validate(await store.read_package(record.package_id)).deviations
-                deviations += [
-                    Event(record.created_at, node, "deviation", f"{d} [{d.kind}], accepted")
-                    for d in found
-                ]
-        return view, deviations
+        return await collect_view(store, config.node.code, document_id)
 
 
 def _trace(args: argparse.Namespace) -> int:
     configs = load_configs(args)
 
-    async def main() -> list[tuple[NodeView, list[Event]]]:
+    async def main() -> list[NodeView]:
         return [await _view(c, args.document_id) for c in configs]
 
     views = asyncio.run(main())
-    events = trace([view for view, _ in views])
-    if events:
-        deviations = dict.fromkeys(e for _, found in views for e in found)
-        events = sorted([*events, *deviations], key=lambda e: e.at)
+    events = trace(views)
     if args.json:
         print(json.dumps([e.as_dict() for e in events], ensure_ascii=False, indent=2))
     else:
-        print(render(args.document_id, events))
+        print(story(args.document_id, views))
     return 0 if events else 1

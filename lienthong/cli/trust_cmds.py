@@ -14,9 +14,11 @@ from lienthong import keyfiles
 from lienthong.edxml.codes import code_problem
 from lienthong.errors import ConfigError, LienthongError
 from lienthong.trust import pki
+from lienthong.trust.keys import PrivateKey
 from lienthong.trust.sign import ALGORITHMS, sign_package
 from lienthong.trust.verify import VerifyPolicy, verify_package
 
+DEV_CA_NAME = "lienthong development CA"
 DEV_WARNING = (
     "This is a DEVELOPMENT certificate authority, not for production: its key is stored"
     " unprotected. Production agencies use certificates from the state CA."
@@ -33,9 +35,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description=DEV_WARNING,
     )
     init.add_argument("dir", type=Path, metavar="DIR")
-    init.add_argument("--ca", default="lienthong development CA", metavar="NAME")
-    init.add_argument("--agency", nargs="*", default=[], metavar="CODE")
-    init.add_argument("--broker", nargs="*", default=[], metavar="NAME")
+    init.add_argument("--ca", default=DEV_CA_NAME, metavar="NAME")
+    init.add_argument("--agency", action="extend", nargs="+", default=[], metavar="CODE")
+    init.add_argument("--broker", action="extend", nargs="+", default=[], metavar="NAME")
     init.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
     init.set_defaults(func=cmd_pki_init)
 
@@ -53,7 +55,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     verify = sub.add_parser("verify", help="verify signed edXML packages")
     verify.add_argument("files", type=Path, nargs="+", metavar="FILE")
     verify.add_argument("--trust", required=True, action="append", metavar="DIR|FILE")
-    verify.add_argument("--crl", nargs="*", default=[], metavar="FILE")
+    verify.add_argument("--crl", action="extend", nargs="+", default=[], metavar="FILE")
     verify.add_argument("--allow-sha1", action="store_true")
     verify.add_argument(
         "--at", type=_timestamp, metavar="ISO-TIME", help="check certificates as of this time"
@@ -99,6 +101,23 @@ def _existing(directory: Path, stem: str) -> bool:
     return key.exists()
 
 
+def open_dev_ca(
+    directory: Path, name: str = DEV_CA_NAME, key_type: pki.KeyType = "rsa"
+) -> tuple[pki.CertifiedKey, bool]:
+    """The development CA kept in ``directory`` (``ca.key``, ``ca.crt``), made there when
+    absent; the flag is True when it was made now."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if _existing(directory, "ca"):
+        ca = pki.CertifiedKey.from_pem(
+            keyfiles.read_file(directory / "ca.key", "CA key"),
+            keyfiles.read_file(directory / "ca.crt", "CA certificate"),
+        )
+        return ca, False
+    ca = pki.make_ca(name, key_type=key_type)
+    _write_pair(directory, "ca", ca)
+    return ca, True
+
+
 def cmd_pki_init(args: argparse.Namespace) -> int:
     """Create DIR/ca.crt+key, then a key pair per agency and broker, keeping existing ones."""
     directory: Path = args.dir
@@ -106,21 +125,12 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
         problem = code_problem(code)
         if problem:
             raise ConfigError(f"--agency {code}: {problem}")
-    directory.mkdir(parents=True, exist_ok=True)
     print(DEV_WARNING)
-    if _existing(directory, "ca"):
-        ca = pki.CertifiedKey.from_pem(
-            keyfiles.read_file(directory / "ca.key", "CA key"),
-            keyfiles.read_file(directory / "ca.crt", "CA certificate"),
-        )
-        print(f"kept   {directory / 'ca.crt'} ({ca.name})")
-    else:
-        ca = pki.make_ca(args.ca, key_type=args.key_type)
-        _write_pair(directory, "ca", ca)
-        print(f"wrote  {directory / 'ca.crt'} ({ca.name})")
+    ca, made = open_dev_ca(directory, args.ca, args.key_type)
+    print(f"{'wrote' if made else 'kept '}  {directory / 'ca.crt'} ({ca.name})")
     wanted: list[tuple[str, Callable[..., pki.CertifiedKey]]]
     wanted = [(code, pki.issue_agency) for code in args.agency]
-    wanted += [(name, _issue_broker) for name in args.broker]
+    wanted += [(name, issue_broker) for name in args.broker]
     for name, issue in wanted:
         if _existing(directory, name):
             print(f"kept   {directory / name}.crt")
@@ -130,11 +140,19 @@ def cmd_pki_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issue_broker(ca: pki.CertifiedKey, name: str, *, key_type: pki.KeyType) -> pki.CertifiedKey:
+def issue_broker(
+    ca: pki.CertifiedKey,
+    name: str,
+    *,
+    key_type: pki.KeyType = "rsa",
+    key: PrivateKey | None = None,
+) -> pki.CertifiedKey:
+    """A development broker certificate for host ``name``, also valid for this machine
+    (``localhost``, 127.0.0.1): a node reaches its own broker by either."""
     hosts = ["localhost", "127.0.0.1"]
     if name not in hosts:
         hosts.append(name)
-    return pki.issue_server(ca, name, hosts, key_type=key_type)
+    return pki.issue_server(ca, name, hosts, key_type=key_type, key=key)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ What it copies from the SDK (spec/EDXML.md section 7):
 - ``sendEdoc`` posts the file and one CRLF, with ``hash-file`` in unpadded hex;
   ``getEdoc``/``updateStatus`` post ``{}`` with ``Expect: 100-continue`` and wait for the
   100 before the body; the list calls post an empty form;
-- a new connection per call, no timeout of its own, the reply's status line ignored and its
-  body read line by line and joined.
+- a new connection per call (over TLS with ``tls``), no timeout of its own, the reply's status
+  line ignored and its body read line by line and joined.
 
 Every reply is kept in :attr:`AxisClient.replies` so tests can check that none holds a null.
 """
@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,6 +131,7 @@ class AxisClient:
     host: str = "127.0.0.1"
     port: int | None = None
     unix_socket: Path | None = None
+    tls: ssl.SSLContext | None = None
     mangle: Literal["?", "truncate"] = "?"
     created: dt.datetime = field(default_factory=dt.datetime.now)
     headers: JavaHashMap = field(default_factory=JavaHashMap)
@@ -226,7 +228,7 @@ class AxisClient:
         if self.unix_socket is not None:
             return await asyncio.open_unix_connection(str(self.unix_socket))
         assert self.port is not None
-        return await asyncio.open_connection(self.host, self.port)
+        return await asyncio.open_connection(self.host, self.port, ssl=self.tls)
 
     async def _post(
         self,

@@ -11,7 +11,6 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from lienthong.brokersetup import free_port, tls_probe
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
 
@@ -27,13 +27,6 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 PROBE_CODE = "000.00.99.H99"
 """The identity used to check that a broker accepts TLS connections."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Broker:
@@ -87,11 +80,8 @@ class Broker:
                 code = self.process.returncode
                 raise RuntimeError(f"mosquitto exited with {code}:\n{self.log()}")
             try:
-                with (
-                    socket.create_connection((self.host, self.port), timeout=1.0) as raw,
-                    context.wrap_socket(raw, server_hostname=self.host),
-                ):
-                    return
+                tls_probe(self.host, self.port, context, timeout=1.0)
+                return
             except (OSError, ssl.SSLError):
                 if time.monotonic() > deadline:
                     self.kill()

@@ -24,7 +24,7 @@ from lienthong import receipts
 from lienthong.devnet.network import Network, poll_until, topology_text
 from lienthong.edxml import EdocPackage, build, new_edoc, parse
 from lienthong.edxml.model import Organization
-from lienthong.trace import render, trace
+from lienthong.trace import story
 
 SENDER = "000.01.05.H49"  # UBND xã Duy Sơn (Quảng Nam)
 RECIPIENTS = ("000.03.07.H41", "000.00.00.H41")  # UBND xã Diên An, UBND tỉnh Khánh Hòa
@@ -207,7 +207,7 @@ def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
         _step(out, "waiting for statuses 01, 03 and 06 at the sender")
         ok = poll_until(lambda: _all_receipts(net, document_id), WAIT_S)
         _step(out, "trace (every node's records merged)")
-        print(render(document_id, trace(net.views(document_id))), file=out)
+        print(story(document_id, net.views(document_id)), file=out)
         _step(out, f"receipts at the sender {SENDER}")
         print("\n".join(_receipts_table(net, document_id)), file=out)
         for line in asyncio.run(_office_sent_list(net, doc_id)):

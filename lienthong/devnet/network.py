@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from lienthong.brokersetup import free_port
 from lienthong.devnet.axis_client import AxisClient
-from lienthong.devnet.broker import Broker, free_port
+from lienthong.devnet.broker import Broker
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.directory import Directory
 from lienthong.resources import shipped_dir

@@ -3,8 +3,10 @@
 A request is ``POST <anything>/<operation>``; its parameters travel as ``XroadVnpt-<name>``
 headers, names case-sensitive, and again inside the ``XroadVnpt-sign-header`` JSON, which the
 ``XroadVnpt-hash-header`` HMAC-SHA256 protects (key: the client's secret). Parameters are taken
-from that JSON first, because a long-lived SDK client re-sends stale headers, and only by the
-exact names an operation uses.
+**only** from that JSON, by the exact names an operation uses: a header outside it is not
+signed, so anyone who captured one request could add it. An operation whose required
+parameters are not in the signed JSON is refused (:data:`REQUIRED`), and ``sendEdoc``'s body
+is bound to the request through the signed ``hash-file`` (:class:`BodyDigest`).
 
 Header bytes above ASCII are not UTF-8: the SDK sends characters up to U+00FF as single
 Latin-1 bytes (the HMAC verifies once they are re-encoded to UTF-8) and others as ``?`` or a
@@ -22,6 +24,7 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +55,17 @@ OWN_FIELDS: Mapping[str, Mapping[str, Any]] = {
 """Each operation's own reply fields with the value they carry when the call fails."""
 
 OPERATIONS = tuple(OWN_FIELDS)
+
+REQUIRED: Mapping[str, tuple[str, ...]] = {
+    SEND_EDOC: ("hash-file",),
+    GET_EDOC: ("docId",),
+    UPDATE_STATUS: ("docid", "status"),
+    GET_SENT: ("docId",),
+}
+"""Parameters each operation cannot do without; they must be in the signed JSON."""
+
+NOT_IDEMPOTENT = frozenset({SEND_EDOC, UPDATE_STATUS})
+"""Operations whose identical repetition is answered from the first result, not run again."""
 
 SERVICE_TYPE = "eDoc"
 MESSAGE_TYPES = ("edoc", "status")
@@ -85,16 +99,52 @@ class HashCheck(enum.StrEnum):
     MISMATCH = "mismatch"
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def ip_network(text: str) -> Network:
+    """An address (``10.1.2.3``) or network (``10.1.2.0/24``) of an ``allow_from`` list."""
+    return ipaddress.ip_network(text, strict=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Client:
-    """An office-software installation: its system id, secret and the agencies it acts for."""
+    """An office-software installation: its system id, secret and the agencies it acts for.
+
+    ``allow_from`` are the networks it may reach the HTTPS listener from (none: it may not);
+    ``certificate_cn``, when set, the common name its client certificate must carry there.
+    """
 
     system_id: str
     secret: str
     send_for: frozenset[str]
     receive_for: frozenset[str]
+    allow_from: tuple[Network, ...] = ()
+    certificate_cn: str = ""
+
     strict: bool | None = None
     """Refuse its packages that deviate from QCVN 102; ``None``: as the node's mode says."""
+
+    def check_remote(self, address: str, common_name: str | None) -> None:
+        """:class:`AxisError` unless a request over HTTPS from ``address`` (with a client
+        certificate named ``common_name``) may come from this client."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is None or not any(ip in network for network in self.allow_from):
+            allowed = ", ".join(str(n) for n in self.allow_from) or "none"
+            raise AxisError(
+                ErrorCode.FORBIDDEN,
+                f"client {self.system_id} may not connect from {address} over HTTPS"
+                f" (allow_from: {allowed})",
+            )
+        if self.certificate_cn and common_name != self.certificate_cn:
+            raise AxisError(
+                ErrorCode.FORBIDDEN,
+                f"client {self.system_id} must present the certificate {self.certificate_cn},"
+                f" not {common_name or 'none'}",
+            )
 
 
 class AxisError(Exception):
@@ -108,7 +158,7 @@ class AxisError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AxisRequest:
-    """A request as received: the operation and the raw bytes of its parameters.
+    """A request's headers as received: the operation and the raw bytes of its parameters.
 
     ``headers`` maps each ``XroadVnpt-<name>`` header (prefix removed, name as sent) to its
     raw value; ``sign_header`` is the raw JSON the HMAC covers (``None`` if absent).
@@ -118,7 +168,6 @@ class AxisRequest:
     headers: Mapping[str, bytes]
     sign_header: bytes | None
     hash_header: str
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +190,7 @@ def operation_of(path: str) -> str:
     return segments[-1] if segments else ""
 
 
-def parse_request(
-    path: str, raw_headers: Iterable[tuple[bytes, bytes]], body: bytes
-) -> AxisRequest:
+def parse_request(path: str, raw_headers: Iterable[tuple[bytes, bytes]]) -> AxisRequest:
     """Collect the ``XroadVnpt-`` headers of a request (the prefix matched without case)."""
     headers: dict[str, bytes] = {}
     prefix = PREFIX.lower().encode("ascii")
@@ -153,7 +200,7 @@ def parse_request(
             headers.setdefault(name, value)
     sign = headers.pop("sign-header", None)
     hash_header = headers.pop("hash-header", b"").decode("latin-1").strip().lower()
-    return AxisRequest(operation_of(path), headers, sign, hash_header, body)
+    return AxisRequest(operation_of(path), headers, sign, hash_header)
 
 
 def _decode(raw: bytes, latin1: bool) -> str:
@@ -201,15 +248,21 @@ def check_hash(secret: str, sign_header: bytes, hash_header: str) -> HashCheck:
 def authenticate(
     request: AxisRequest, clients: Mapping[str, Client], policy: HashPolicy
 ) -> Authenticated:
-    """The client and its decoded parameters; :class:`AxisError` for an unknown client, a
-    missing or wrong HMAC, or (by ``policy``) one that cannot be checked."""
+    """The client and its signed parameters; :class:`AxisError` for an unknown client, a
+    missing or wrong HMAC, one that cannot be checked (by ``policy``), or a required parameter
+    of the operation that is not signed.
+
+    Only the signed JSON counts, ``systemid`` included: unsigned ``XroadVnpt-`` headers are
+    ignored, so a captured request cannot be turned into another by adding headers.
+    """
     if request.sign_header is None or not request.hash_header:
         raise AxisError(
             ErrorCode.UNAUTHENTICATED, f"the request has no {SIGN_HEADER} or {HASH_HEADER}"
         )
     signed = _signed_params(_decode(request.sign_header, latin1=True))
-    raw_id = request.headers.get("systemid")
-    system_id = signed.get("systemid") or (raw_id.decode("latin-1") if raw_id else "")
+    system_id = signed.get("systemid", "")
+    if not system_id:
+        raise AxisError(ErrorCode.UNAUTHENTICATED, f"{SIGN_HEADER} names no systemid")
     client = clients.get(system_id)
     if client is None:
         raise AxisError(ErrorCode.UNAUTHENTICATED, f"unknown client systemid {system_id!r}")
@@ -228,9 +281,11 @@ def authenticate(
             " belongs in the package, not in headers",
         )
     latin1 = check is not HashCheck.VERIFIED
-    params = {name: _decode(raw, latin1) for name, raw in request.headers.items()}
-    params.update(_signed_params(_decode(request.sign_header, latin1)))
-    return Authenticated(request, client, check, params)
+    params = _signed_params(_decode(request.sign_header, latin1))
+    auth = Authenticated(request, client, check, params)
+    for name in REQUIRED.get(request.operation, ()):
+        required(auth, name)
+    return auth
 
 
 # -- sendEdoc -----------------------------------------------------------------------------------
@@ -241,30 +296,81 @@ def java_hex(digest: bytes) -> str:
     return "".join(f"{b:x}" for b in digest)
 
 
-def _hash_matches(data: bytes, text: str) -> bool:
-    digest = hashlib.sha256(data).digest()
-    return text.lower() in (java_hex(digest), digest.hex())
+def _digest_text(digest: bytes) -> tuple[str, str]:
+    return java_hex(digest), digest.hex()
 
 
-def package_bytes(body: bytes, hash_file: str | None) -> bytes:
-    """The edXML bytes of a ``sendEdoc`` body: the one trailing CRLF the SDK adds removed.
+class BodyDigest:
+    """The SHA-256 of a ``sendEdoc`` body fed in pieces, with and without its last CRLF.
 
-    With ``hash_file`` the digest must match (the body with or without that CRLF, in the
-    SDK's unpadded hex or plain hex); :class:`AxisError` when it does not or the body is empty.
+    The SDK posts the file and one CRLF and signs ``hash-file`` over the file, so the last
+    two bytes are held back until the end: :meth:`package_size` then says which prefix of
+    the body is the package (the body without that CRLF, or the whole body).
     """
-    stripped = body.removesuffix(b"\r\n")
-    if not stripped.strip():
-        raise AxisError(ErrorCode.BAD_REQUEST, "sendEdoc without a package: the body is empty")
-    if hash_file is None or hash_file == "":
-        return stripped
-    for candidate in (stripped, body):
-        if _hash_matches(candidate, hash_file):
-            return candidate
-    raise AxisError(
-        ErrorCode.REFUSED,
-        f"hash-file {hash_file} is not the sha256 of the package received"
-        f" ({java_hex(hashlib.sha256(stripped).digest())}): it was damaged on the way",
-    )
+
+    def __init__(self) -> None:
+        self._head = hashlib.sha256()  # every byte but the held-back tail
+        self._tail = b""
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next piece of the body."""
+        self.size += len(chunk)
+        joined = self._tail + chunk
+        self._head.update(joined[:-2])
+        self._tail = joined[-2:]
+
+    def package_size(self, hash_file: str) -> int:
+        """How many leading bytes of the body are the package signed by ``hash_file``.
+
+        :class:`AxisError` when the body is empty or matches ``hash_file`` (in the SDK's
+        unpadded hex or plain hex) neither with nor without its last CRLF.
+        """
+        whole = self._head.copy()
+        whole.update(self._tail)
+        candidates = [(self.size, whole.digest())]
+        if self._tail == b"\r\n":
+            candidates.insert(0, (self.size - 2, self._head.digest()))
+        if candidates[0][0] == 0:
+            raise AxisError(ErrorCode.BAD_REQUEST, "sendEdoc without a package: the body is empty")
+        wanted = hash_file.strip().lower()
+        for size, digest in candidates:
+            if wanted in _digest_text(digest):
+                return size
+        raise AxisError(
+            ErrorCode.REFUSED,
+            f"hash-file {hash_file} is not the sha256 of the package received"
+            f" ({java_hex(candidates[0][1])}): it was damaged or replaced on the way",
+        )
+
+
+def check_declared(auth: Authenticated, sender: str, kind: str) -> None:
+    """The signed ``from`` and ``messagetype``, when given, must fit the client and package.
+
+    :class:`AxisError` naming both values: ``from`` an agency the client may not send for
+    (``FORBIDDEN``), or differing from the package's ``From``; ``messagetype`` differing from
+    the package's kind.
+    """
+    declared = auth.param("from")
+    client = auth.client
+    if declared and declared not in client.send_for:
+        raise AxisError(
+            ErrorCode.FORBIDDEN,
+            f"client {client.system_id} may not send for {declared} ({PREFIX}from); the"
+            f" package's From is {sender}; it may send for:"
+            f" {', '.join(sorted(client.send_for)) or 'none'}",
+        )
+    if declared and declared != sender:
+        raise AxisError(
+            ErrorCode.REFUSED,
+            f"{PREFIX}from is {declared} but the package's From is {sender}",
+        )
+    messagetype = auth.param("messagetype")
+    if messagetype and messagetype != kind:
+        raise AxisError(
+            ErrorCode.REFUSED,
+            f"{PREFIX}messagetype is {messagetype} but the package is {kind}",
+        )
 
 
 # -- replies ------------------------------------------------------------------------------------
@@ -297,6 +403,15 @@ def success(operation: str, **fields: Any) -> bytes:
     return render(operation, ErrorCode.OK, "Success", fields)
 
 
+def success_around(operation: str, name: str) -> tuple[bytes, bytes]:
+    """A successful reply split where the string field ``name`` goes, to stream a large
+    value (base64 text) between the two halves without ever holding it whole."""
+    marker = json.dumps(name) + ':""'
+    whole = success(operation, **{name: ""}).decode("ascii")
+    at = whole.index(marker) + len(marker) - 1
+    return whole[:at].encode("ascii"), whole[at:].encode("ascii")
+
+
 def failure(operation: str, error: AxisError) -> bytes:
     """A failed reply; the operation's own fields hold their empty values."""
     return render(operation, error.code, error.desc, {})
@@ -320,7 +435,8 @@ def required(auth: Authenticated, name: str) -> str:
     if not value:
         raise AxisError(
             ErrorCode.BAD_REQUEST,
-            f"{auth.request.operation} needs the parameter {PREFIX}{name} (exact case)",
+            f"{auth.request.operation} needs the parameter {PREFIX}{name} (exact case) in the"
+            f" signed {SIGN_HEADER}",
         )
     return value
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from aiohttp import web
 
 from lienthong.dirholder import DirectoryHolder
 from lienthong.errors import TransientError
-from lienthong.health import DiskLimits, check_node
+from lienthong.health import Check, DiskLimits, check_node
 from lienthong.logs import get_logger
 from lienthong.metrics import CONTENT_TYPE, Metrics
 from lienthong.statuspage.render import page, sections
@@ -64,7 +64,8 @@ class Operator:
     each request, so the page follows directory versions); ``token`` the secret the status
     page sends back
     with a requeue; ``listen_host`` the configured listening address (a name it may be
-    reached by); ``on_requeued`` is called after a requeue, to wake the senders.
+    reached by); ``on_requeued`` is called after a requeue, to wake the senders; ``checks``
+    gives the health checks made elsewhere (the spool's).
     """
 
     node: str
@@ -79,6 +80,7 @@ class Operator:
     on_requeued: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.time
     disk: DiskLimits = field(default_factory=DiskLimits)
+    checks: Callable[[], Sequence[Check]] = lambda: ()
     directory: DirectoryHolder | None = None
 
     @property
@@ -143,6 +145,7 @@ class _Routes:
             state_dir=op.state_dir,
             now=op.clock(),
             limits=op.disk,
+            extra=op.checks(),
             directory=op.directory,
         )
         if not health.ok:

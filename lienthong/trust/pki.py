@@ -177,8 +177,9 @@ def _issue_leaf(
     extensions: Sequence[x509.ExtensionType],
     key_type: KeyType,
     window: tuple[dt.datetime | None, dt.datetime | None, int],
+    key: PrivateKey | None = None,
 ) -> CertifiedKey:
-    key = new_key(key_type)
+    key = key or new_key(key_type)
     start, end = _window(*window)
     critical = [(x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)]
     cert = _build(name, key, ca, critical + [(e, False) for e in extensions], start, end)
@@ -193,10 +194,12 @@ def issue_agency(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     days: int = DEFAULT_LEAF_DAYS,
+    key: PrivateKey | None = None,
 ) -> CertifiedKey:
     """An agency certificate, CN = ``code``: signs packages and is the node's MQTT client cert.
 
-    Key usage digitalSignature + nonRepudiation, extended key usage clientAuth.
+    Key usage digitalSignature + nonRepudiation, extended key usage clientAuth. ``key`` is
+    the agency's existing key (``lienthong init`` makes it first); by default a new one.
     """
     return _issue_leaf(
         ca,
@@ -205,6 +208,7 @@ def issue_agency(
         [x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])],
         key_type,
         (not_before, not_after, days),
+        key,
     )
 
 
@@ -225,10 +229,12 @@ def issue_server(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     days: int = DEFAULT_LEAF_DAYS,
+    key: PrivateKey | None = None,
 ) -> CertifiedKey:
     """A TLS server certificate for an MQTT broker: CN = ``name``, SANs from ``hosts``.
 
-    Each host that parses as an IP address becomes an IP SAN, the others DNS SANs.
+    Each host that parses as an IP address becomes an IP SAN, the others DNS SANs. ``key``:
+    an existing key, by default a new one.
     """
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -248,6 +254,7 @@ def issue_server(
         ],
         key_type,
         (not_before, not_after, days),
+        key,
     )
 
 
