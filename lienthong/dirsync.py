@@ -331,6 +331,19 @@ class DirectorySync:
             return None if exc.reason == "same" else str(exc)
         return None
 
+    async def apply_published(self) -> None:
+        """Apply the version files waiting in ``incoming/`` (each removed once applied, or
+        moved to ``refused/`` with its reason). The node also calls this at start, before
+        its links deliver anything, so a version handed to a stopped node is in force before
+        it routes what waited for it."""
+        for path in self.files.incoming():
+            data = await asyncio.to_thread(path.read_bytes)
+            refusal = await self._apply_quietly(data, f"file {path.name}")
+            if refusal is None:
+                path.unlink(missing_ok=True)
+            else:
+                self.files.refuse(path, refusal)
+
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -344,13 +357,7 @@ class DirectorySync:
             await asyncio.sleep(self.check_s)
 
     async def _round(self) -> None:
-        for path in self.files.incoming():
-            data = await asyncio.to_thread(path.read_bytes)
-            refusal = await self._apply_quietly(data, f"file {path.name}")
-            if refusal is None:
-                path.unlink(missing_ok=True)
-            else:
-                self.files.refuse(path, refusal)
+        await self.apply_published()
         await self._ask_parent()
         self._log_expiry()
 

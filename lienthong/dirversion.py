@@ -124,6 +124,18 @@ class DirectoryVersion:
         """``old -> new`` for the aliases still valid on ``today``."""
         return {a.old: a.new for a in self.aliases if today <= a.until}
 
+    def codes_of(self, code: str) -> frozenset[str]:
+        """``code`` and every code an alias of this version joins to it (old and new, past
+        their period too): the codes one agency's receipts may carry."""
+        codes = {code}
+        grew = True
+        while grew:
+            joined = {a.new for a in self.aliases if a.old in codes}
+            joined |= {a.old for a in self.aliases if a.new in codes}
+            grew = not joined <= codes
+            codes |= joined
+        return frozenset(codes)
+
     def routing_directory(self, today: dt.date) -> Directory:
         """The directory with the aliases valid on ``today`` (what routing reads)."""
         active = self.active_aliases(today)

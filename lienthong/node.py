@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from lienthong.processing import Processor
 from lienthong.routing import split_by_next_hop
 from lienthong.sdnotify import Notifier, watchdog_interval
 from lienthong.statuspage import Operator, operator_routes
-from lienthong.store import PackageState, SqliteStore
+from lienthong.store import PackageState, SqliteStore, TransferState
 from lienthong.transport.frames import max_chunk_for
 from lienthong.transport.link import Link, LinkSettings, OnMessage
 from lienthong.transport.receiver import Receiver
@@ -165,6 +165,10 @@ class Node:
             strict=config.validation.strict,
         )
         self._stop = asyncio.Event()
+        self._routes_changed = asyncio.Event()
+        self._routes_waiting = 0
+        self._rerouting = asyncio.Lock()
+        """Transfers in flight that the last re-routing pass left for the next one."""
         self.gateway: Listener | None = None
         self.spool: Spool | None = None
 
@@ -234,6 +238,13 @@ class Node:
             out[peer] = "parent"
         return out
 
+    def _neighbour_codes(self) -> list[str]:
+        """The neighbours of the directory in force (those it sends to if it cannot say)."""
+        try:
+            return list(self.neighbours())
+        except ConfigError:
+            return list(self.senders)
+
     def _make_senders(self) -> dict[str, HopSender]:
         return {
             neighbour: self._make_sender(neighbour, link_name)
@@ -263,10 +274,11 @@ class Node:
         )
 
     async def _follow_directory(self, previous: DirectoryVersion, new: DirectoryVersion) -> None:
-        """A new directory version is in force: send to the neighbours it adds.
+        """A new directory version is in force: send to the neighbours it adds, and re-route
+        what is queued (:meth:`_reroute`).
 
-        Senders of neighbours it removes keep running, so nothing queued for them is stranded
-        (their transfers are re-routed by :meth:`_reroute`).
+        Senders of neighbours it removes keep running, so a transfer in flight to one of them
+        settles (acknowledged, or back in the queue to be re-routed).
         """
         try:
             neighbours = self.neighbours()
@@ -282,36 +294,55 @@ class Node:
                 task = self._tg.create_task(sender.run(), name=f"sender:{neighbour}")
                 self._late_tasks.append(task)
             _log.info("neighbour_added", neighbour=neighbour, link=link_name)
-        await self._reroute(neighbours)
+        await self._reroute()
 
-    async def _reroute(self, neighbours: Mapping[str, str]) -> None:
-        """Move queued transfers whose recipients the directory in force routes elsewhere.
+    async def _reroute(self) -> int:
+        """Re-route every queued or dead transfer whose recipients the directory in force
+        routes elsewhere (:meth:`Processor.reroute`); how many wait in flight meanwhile.
 
-        A transfer whose recipients now go to one other neighbour is moved there (kept whole,
-        journaled). One whose recipients are now served here, or split over several hops, is
-        left on its hop when that hop still exists (it routes them on); otherwise it is logged
-        as ``transfer_not_rerouted`` for the operator.
+        A transfer in flight is left to its sender: it is re-routed once it is back in the
+        queue (no hop receipt) or done (acknowledged), at the next pass. Passes run after
+        each new version, at start, then every ``transfer.poll_s`` while any such transfer
+        is in flight (:meth:`_follow_routes`), and every :data:`HOUSEKEEPING_S`.
         """
-        now = self.clock()
-        moved: set[str] = set()
-        for transfer_id, hop, recipients in await self.store.queued_transfers():
-            split = split_by_next_hop(self.me, self.directory, recipients)
-            hops = list(split.by_hop)
-            if hops == [hop] and not split.local:
-                continue
-            if len(hops) == 1 and not split.local and not split.refused:
-                if await self.store.retarget(transfer_id, hops[0], split.by_hop[hops[0]], now):
-                    moved.add(hops[0])
-                    _log.info("transfer_rerouted", transfer_id=transfer_id, old=hop, new=hops[0])
-                continue
-            if hop not in neighbours:
-                _log.warning(
-                    "transfer_not_rerouted",
-                    transfer_id=transfer_id,
-                    next_hop=hop,
-                    reason="its recipients are no longer reached through one neighbour",
-                )
-        self._wake_senders(moved)
+        waiting = 0
+        async with self._rerouting:  # one pass at a time: a transfer is re-routed once
+            for transfer in await self.store.open_transfers():
+                if transfer.state == TransferState.IN_FLIGHT:
+                    split = split_by_next_hop(self.me, self.directory, transfer.recipients)
+                    waiting += not split.only_to(transfer.next_hop)
+                    continue
+                try:
+                    await self.processor.reroute(transfer, self.store.reroute)
+                except Exception as exc:  # one transfer must never stop the others
+                    _log.error(
+                        "transfer_not_rerouted",
+                        transfer_id=transfer.transfer_id,
+                        reason=str(exc),
+                        exc_info=True,
+                    )
+        self._routes_waiting = waiting
+        if waiting:
+            self._routes_changed.set()
+        return waiting
+
+    async def _follow_routes(self) -> None:
+        """Re-route at start, after transfers were left in flight by a pass, and every
+        :data:`HOUSEKEEPING_S` (a safety net: a pass changes nothing when routes hold)."""
+        self._routes_changed.set()
+        while True:
+            try:
+                async with asyncio.timeout(HOUSEKEEPING_S):
+                    await self._routes_changed.wait()
+            except TimeoutError:
+                pass
+            self._routes_changed.clear()
+            if self._routes_waiting:
+                await asyncio.sleep(self.config.transfer.poll_s)
+            try:
+                await self._reroute()
+            except Exception as exc:  # retried at the next round; never stops the node
+                _log.error("reroute_failed", reason=str(exc), exc_info=True)
 
     def _wake_senders(self, hops: Iterable[str]) -> None:
         for hop in hops:
@@ -332,6 +363,7 @@ class Node:
             # Work left half-done by a previous run is finished before any link delivers new
             # frames, so the two never handle the same package at once.
             await self._remember_in_progress()
+            await self.dirsync.apply_published()  # routes of what is resumed: the newest
             resumed = await self.processor.resume()
             try:
                 await self._serve(resumed)
@@ -359,6 +391,7 @@ class Node:
                 for hop, sender in self.senders.items()
             ]
             tasks.append(tg.create_task(self._housekeeping(), name="housekeeping"))
+            tasks.append(tg.create_task(self._follow_routes(), name="reroute"))
             tasks.append(tg.create_task(self.dirsync.run(), name="directory"))
             if self.config.spool.enabled:
                 self.spool = self._spool()
@@ -399,7 +432,7 @@ class Node:
             node=self.me,
             store=self.store,
             links=self.links,
-            hops=tuple(self.senders),
+            neighbours=self._neighbour_codes,
             identity=self.identity,
             state_dir=self.config.node.state_dir,
             metrics=self.metrics,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -46,7 +46,7 @@ from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageState, Receipt, Store
-from lienthong.store.model import PackageRecord
+from lienthong.store.model import OpenTransfer, PackageRecord, Rerouted
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
 from lienthong.trust.pki import common_name
 from lienthong.xmlwork import off_loop
@@ -74,6 +74,24 @@ class Submitted:
     hops: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A stored package read back: the package (None: unreadable), its problems (errors,
+    and the signature's reasons when it was checked and refused)."""
+
+    package: Package | None
+    problems: tuple[str, ...]
+    signature_refused: bool
+    forged: tuple[str, ...] = ()
+    """Why the frame that brought it cannot be believed for delivery here (none: empty)."""
+
+
+Replace = Callable[
+    [str, Sequence[str], Mapping[str, Sequence[str]], float, str], Awaitable[Rerouted | None]
+]
+"""The store's re-routing of one transfer: ``(transfer_id, local, hops, now, detail)``."""
+
+
 def certificate_fingerprint(cert: x509.Certificate) -> str:
     """The sha256 fingerprint (lower-case hex) the directory lists signers by."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -84,16 +102,20 @@ def _deviation_fields(deviations: Sequence[Problem]) -> dict[str, list[str]]:
     return {"deviations": [f"{d} [{d.kind}]" for d in deviations]} if deviations else {}
 
 
-def _frame_disagreement(kind: str, local: Sequence[str], pkg: Package) -> list[str]:
+def _frame_disagreement(
+    kind: str, local: Sequence[str], pkg: Package, resolve: Callable[[str], str]
+) -> list[str]:
     """Why the frame that brought ``pkg`` cannot be believed for delivery here (none: empty).
 
     The frame names the kind and the recipients for this hop; only the signed package says
-    what it is and whom its sender wrote to.
+    what it is and whom its sender wrote to (a renamed code it names, through ``resolve``,
+    names the new code too).
     """
     problems = []
     if kind != pkg.kind:
         problems.append(f"the frame says {kind!r}, the signed package is {pkg.kind!r}")
     named = set(_recipients_of(pkg))
+    named |= {resolve(code) for code in named}
     problems += [
         f"the frame addresses {code}, whom the signed package does not name"
         for code in local
@@ -239,32 +261,57 @@ class Processor:
             _log.info("package_routed", document_id=pkg.document_id, hops=hops)
             self.on_enqueued(hops)
         if split.refused:
-            self.metrics.refused("routing", "unknown_recipient")
-            reasons = [f"recipient {code}: {why}" for code, why in split.refused.items()]
-            _log.warning("recipients_refused", document_id=pkg.document_id, reasons=reasons)
-            if isinstance(pkg, EdocPackage):
-                await self._answer(pkg, self.me, receipts.REFUSED, reasons)
+            reasons = await self._unroutable(pkg, split.refused)
             if not local and not hops:
                 await self.store.set_package_state(
                     package_id, PackageState.QUARANTINED, now, "; ".join(reasons)
                 )
         return local, hops
 
+    async def _unroutable(self, pkg: Package, refused: Mapping[str, str]) -> list[str]:
+        """Count, log and (for a document) answer with a status 02 from this node the
+        recipients that cannot be routed; the reasons."""
+        self.metrics.refused("routing", "unknown_recipient")
+        reasons = [f"recipient {code}: {why}" for code, why in refused.items()]
+        _log.warning("recipients_refused", document_id=pkg.document_id, reasons=reasons)
+        if isinstance(pkg, EdocPackage):
+            await self._answer(pkg, self.me, receipts.REFUSED, reasons)
+        return reasons
+
     async def _deliver(self, package_id: str, pkg: Package, local: tuple[str, ...]) -> None:
         now = self.clock()
         record = await self.store.get_package(package_id)
         if record.state != PackageState.VERIFIED:
             await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
+        answers = await self._carry_out(pkg, local, now)
+        await self.store.inbox_add(package_id, local, now)
+        await self._after_delivery(pkg, local, answers, now)
+
+    async def _carry_out(
+        self, pkg: Package, local: Sequence[str], now: float
+    ) -> dict[str, tuple[str, list[str]]]:
+        """Carry out the revoke, update or replace request ``pkg`` makes, for each of
+        ``local``; the status and reasons to answer each with after delivery.
+
+        A revoke or replace request is carried out before its own package enters the inbox:
+        the official SDK gives such a package the header (so the DocumentId) of the document
+        it withdraws, and it must not withdraw itself."""
         request = business.request_of(pkg) if isinstance(pkg, EdocPackage) else None
-        # A revoke or replace request is carried out before its own package enters the inbox:
-        # the official SDK gives such a package the header (so the DocumentId) of the document
-        # it withdraws, and it must not withdraw itself.
-        answers = {
+        return {
             recipient: await self._apply(pkg, request, recipient, now)
             for recipient in local
             if request is not None and isinstance(pkg, EdocPackage)
         }
-        await self.store.inbox_add(package_id, local, now)
+
+    async def _after_delivery(
+        self,
+        pkg: Package,
+        local: Sequence[str],
+        answers: Mapping[str, tuple[str, list[str]]],
+        now: float,
+    ) -> None:
+        """``pkg`` entered the inbox of ``local``: count it, record a status package's
+        receipt, or answer a document with its status 01 (and ``answers``)."""
         self.metrics.delivered(pkg.kind, len(local))
         _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
         if isinstance(pkg, StatusPackage):
@@ -315,30 +362,47 @@ class Processor:
         record = await self.store.get_package(package_id)
         if record.state not in (PackageState.STORED, PackageState.VERIFIED):
             return  # already handled before a restart
-        data = await self.store.read_package(package_id)
         split = split_by_next_hop(self.me, self.directory, record.meta.recipients)
+        check = await self._check(record, split.local)
+        pkg, problems = check.package, list(check.problems)
+        if pkg is not None and check.forged:
+            # The frame, not the signed package, is at fault: nobody the package names is
+            # told anything (a status would come from an agency the sender never wrote to);
+            # the package is kept in quarantine with the reason.
+            self.metrics.refused("reception", "invalid")
+            await self.store.set_package_state(
+                package_id, PackageState.QUARANTINED, self.clock(), "; ".join(check.forged)
+            )
+            _log.warning(
+                "package_quarantined",
+                document_id=pkg.document_id,
+                from_peer=record.from_peer,
+                reasons=list(check.forged),
+            )
+            return
+        if pkg is None or (split.local and problems):
+            reason: RefusalReason = "signature" if check.signature_refused else "invalid"
+            self.metrics.refused("reception", reason)
+            await self._refuse(package_id, record.meta.document_id, pkg, split.local, problems)
+            return
+        await self._route(package_id, pkg, record.meta.recipients)
+
+    async def _check(self, record: PackageRecord, local: Sequence[str]) -> _Checked:
+        """Validate a stored package; when it is for ``local`` (agencies served here), check
+        that the signed package names them and is of the kind its frame said (else it is
+        ``forged`` and nothing more is checked), and, unless verified already, its signature.
+        The deviations of a package to deliver are counted and logged (reception is lenient:
+        shown, never refused)."""
+        data = await self.store.read_package(record.package_id)
         result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
         pkg = result.package
         problems = [str(p) for p in result.problems]
-        if pkg is not None and split.local:
-            forged = _frame_disagreement(record.meta.kind, split.local, pkg)
+        if pkg is not None and local:
+            forged = _frame_disagreement(record.meta.kind, local, pkg, self.directory.resolve)
             if forged:
-                # The frame, not the signed package, is at fault: nobody the package names
-                # is told anything (a status would come from an agency the sender never wrote
-                # to); the package is kept in quarantine with the reason.
-                self.metrics.refused("reception", "invalid")
-                await self.store.set_package_state(
-                    package_id, PackageState.QUARANTINED, self.clock(), "; ".join(forged)
-                )
-                _log.warning(
-                    "package_quarantined",
-                    document_id=pkg.document_id,
-                    from_peer=record.from_peer,
-                    reasons=forged,
-                )
-                return
+                return _Checked(pkg, tuple(problems), False, tuple(forged))
         signature_refused = False
-        if split.local and record.state == PackageState.STORED:
+        if local and record.state != PackageState.VERIFIED:
             verification = await off_loop(
                 verify_package,
                 data,
@@ -351,19 +415,14 @@ class Processor:
             if not verification.valid:
                 signature_refused = True
                 problems = [*verification.reasons, *problems]
-        if pkg is None or (split.local and problems):
-            self.metrics.refused("reception", "signature" if signature_refused else "invalid")
-            await self._refuse(package_id, record.meta.document_id, pkg, split.local, problems)
-            return
-        if split.local and result.deviations:
-            # Reception is lenient whatever the mode: deviations are shown, never refused.
-            self.metrics.deviated("delivery", package_id, result.deviations)
+        if local and pkg is not None and not problems and result.deviations:
+            self.metrics.deviated("delivery", record.package_id, result.deviations)
             _log.info(
                 "package_deviations",
                 document_id=pkg.document_id,
                 **_deviation_fields(result.deviations),
             )
-        await self._route(package_id, pkg, record.meta.recipients)
+        return _Checked(pkg, tuple(problems), signature_refused)
 
     async def _refuse(
         self,
@@ -381,6 +440,74 @@ class Processor:
         if isinstance(pkg, EdocPackage):
             reporter = local[0] if local else self.me
             await self._answer(pkg, reporter, receipts.REFUSED, problems)
+
+    # -- re-routing -----------------------------------------------------------------------------
+
+    async def reroute(self, transfer: OpenTransfer, replace: Replace) -> Rerouted | None:
+        """Route the recipients of a queued or dead ``transfer`` as the directory in force
+        says, when that differs from its next hop: the ones served here are verified and
+        delivered (status 01, or a status package's receipt), the others queued per next
+        hop, all by ``replace`` (the store's :meth:`~SqliteStore.reroute`: one transaction);
+        unroutable ones are answered with a status 02. What ``replace`` did, or None when
+        the route is unchanged or the transfer was taken meanwhile.
+
+        When the package does not verify here, the recipients served here are answered with
+        a status 02 and not delivered (not answered when the signed package does not name
+        them: the frame lied); the others still go on (their nodes check it too).
+        """
+        split = split_by_next_hop(self.me, self.directory, transfer.recipients)
+        if split.only_to(transfer.next_hop):
+            return None
+        now = self.clock()
+        record = await self.store.get_package(transfer.package_id)
+        hops = {hop: tuple(rs) for hop, rs in split.by_hop.items()}
+        local: tuple[str, ...] = ()
+        pkg: Package | None = None
+        problems: tuple[str, ...] = ()
+        forged = False
+        if split.local or split.refused:
+            check = await self._check(record, split.local)
+            pkg, problems = check.package, check.forged or check.problems
+            forged = bool(check.forged)
+            if pkg is None:
+                _log.error(
+                    "transfer_not_rerouted",
+                    transfer_id=transfer.transfer_id,
+                    reason="; ".join(problems) or "the package cannot be read",
+                )
+                return None
+            local = () if problems else split.local
+        answers = await self._carry_out(pkg, local, now) if pkg is not None and local else {}
+        detail = "the package verified here" if local else ""
+        done = await replace(transfer.transfer_id, local, hops, now, detail)
+        if done is None:
+            return None
+        _log.info(
+            "transfer_rerouted",
+            transfer_id=transfer.transfer_id,
+            document_id=record.meta.document_id,
+            old=transfer.next_hop,
+            local=list(done.delivered),
+            hops=hops,
+        )
+        if done.transfers:
+            self.on_enqueued(done.transfers)
+        if pkg is not None and done.delivered:
+            await self._after_delivery(pkg, done.delivered, answers, now)
+        if pkg is not None and split.local and problems:
+            self.metrics.refused("reception", "invalid")
+            _log.warning(
+                "package_refused_here",
+                document_id=pkg.document_id,
+                recipients=list(split.local),
+                reasons=list(problems),
+            )
+            # A frame that lied about the package is answered to no one (see reception).
+            if isinstance(pkg, EdocPackage) and not forged:
+                await self._answer(pkg, split.local[0], receipts.REFUSED, problems)
+        if pkg is not None and split.refused:
+            await self._unroutable(pkg, split.refused)
+        return done
 
     def _may_sign(self, sender: str, cert: x509.Certificate) -> bool:
         """The signer binding: the directory lists the certificate for ``sender``, or its CN

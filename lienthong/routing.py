@@ -64,6 +64,11 @@ class Split:
     by_hop: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     refused: Mapping[str, str] = field(default_factory=dict)
 
+    def only_to(self, hop: str) -> bool:
+        """True when every recipient goes to the neighbour ``hop`` (a transfer queued for
+        ``hop`` with these recipients is routed as the directory says)."""
+        return list(self.by_hop) == [hop] and not self.local and not self.refused
+
 
 def _node_path(directory: Directory, node: str) -> list[str]:
     """``node`` then its ancestor nodes, ending with the national node."""

@@ -180,6 +180,18 @@ def test_aliases_route_a_renamed_code_to_its_new_agency_until_their_day(
     assert split_by_next_hop(PROVINCE, later, [old]).refused
 
 
+def test_the_codes_of_an_agency_join_its_old_and_new_codes_past_their_day(
+    authority: CertifiedKey,
+) -> None:
+    """Both codes of a renamed agency name it, from either side and after the alias lapsed
+    (receipts of documents sent before the reform carry the old one)."""
+    old, new = "000.02.05.H49", "000.01.05.H49"
+    alias = Alias(old, new, dt.date(2025, 12, 31))
+    version = _read(authority, _version(authority, 2, _doc(), aliases=(alias,)))
+    assert version.codes_of(old) == version.codes_of(new) == {old, new}
+    assert version.codes_of(PROVINCE) == {PROVINCE}
+
+
 def test_an_alias_for_a_code_still_listed_is_refused(authority: CertifiedKey) -> None:
     """An alias names a code that is gone, towards one that is listed."""
     alias = Alias(DISTRICT, PROVINCE, dt.date(2025, 12, 31))

@@ -35,9 +35,9 @@ from test_report_store import CHROMIUM_FLAGS
 
 from lienthong.devnet.network import Network
 from lienthong.statuspage import TOKEN_HEADER
-from lienthong.statuspage.render import SECTIONS, page
-from lienthong.statuspage.snapshot import DocumentRow, Snapshot
-from lienthong.store import PackageMeta, PackageState
+from lienthong.statuspage.render import SECTIONS, page, sections
+from lienthong.statuspage.snapshot import DocumentRow, Snapshot, take_snapshot
+from lienthong.store import PackageMeta, PackageState, SqliteStore
 from lienthong.store.model import DeadLetter, PackageRecord, Receipt
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -264,3 +264,29 @@ def test_values_from_peers_are_escaped(tmp_path: Path) -> None:
     assert len(shown) == 1
     assert "1 deviation(s) from QCVN 102" in shown[0].text_content()
     assert f"DocumentId: {evil} [document_id]" in shown[0].text_content()
+
+
+async def test_a_hundred_neighbours_stay_readable_and_a_former_one_is_marked(
+    tmp_path: Path,
+) -> None:
+    """At a node with 130 neighbours (a state-sized national node), only hops with something
+    waiting get rows; the idle ones are one collapsed line; a hop that the directory in force
+    no longer names keeps its row, marked, while transfers wait for it."""
+    neighbours = [f"000.00.00.H{n:02d}" for n in range(1, 100)]
+    neighbours += [f"000.00.00.G{n:02d}" for n in range(1, 32)]
+    former = "000.00.05.H49"
+    async with SqliteStore(tmp_path / "state") as store:
+        meta = PackageMeta.for_bytes(b"x", "d1", "edoc", PROVINCE, [NATIONAL])
+        package_id, _ = await store.put_package(b"x", meta, 1.0)
+        await store.enqueue(package_id, {former: [NATIONAL], neighbours[0]: [NATIONAL]}, 1.0)
+        snapshot = await take_snapshot(
+            node=PROVINCE, store=store, links={}, hops=neighbours, recent=(), now=2.0
+        )
+    assert len(snapshot.queues) == 131
+    dom = lxml_html.fromstring(sections(snapshot)["queues"])
+    rows = {r.get("data-hop"): r.get("data-neighbour") for r in dom.xpath("//tr[@data-hop]")}
+    assert rows == {former: "no", neighbours[0]: "yes"}
+    assert "no longer a neighbour" in dom.xpath(f'//tr[@data-hop="{former}"]')[0].text_content()
+    idle = dom.xpath("//details[@class='idle']")[0]
+    assert "129 more neighbours with nothing waiting" in idle.text_content()
+    assert len(idle.xpath(".//code[@data-idle-hop]")) == 129

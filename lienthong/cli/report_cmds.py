@@ -22,6 +22,7 @@ from lienthong.config import Config
 from lienthong.errors import LienthongError
 from lienthong.node import load_directory
 from lienthong.report import NodeRecords, Period, compute, read_node, served_by, to_csv
+from lienthong.report.groups import Place, places
 from lienthong.store.sqlite import DB_NAME, SqliteStore
 
 
@@ -92,10 +93,12 @@ def _report(args: argparse.Namespace) -> int:
     configs = load_configs(args)
     names: dict[str, str] = {}
     sources: list[tuple[Config, tuple[str, ...]]] = []
+    placed: dict[str, Place] = {}
     for config in configs:
         directory = load_directory(config)
         names |= {c: directory.agency(c).name for c in directory.codes if c not in names}
         sources.append((config, served_by(directory, config.node.code)))
+        placed |= places(directory, (c for c in sources[-1][1] if c not in placed))
 
     async def main() -> list[NodeRecords]:
         return [await _read(config, served, period) for config, served in sources]
@@ -104,7 +107,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.format == "html":
         from lienthong.report.page import to_html  # here: it loads matplotlib
 
-        text = to_html(report, names, time.time())
+        text = to_html(report, names, time.time(), placed)
     else:
         text = to_csv(report)
     if args.output is None:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -480,12 +480,14 @@ def sent_state(
     next_hop: str | None,
     created_at: float,
     receipts: Sequence[ReceiptLike],
+    codes: Collection[str] = (),
 ) -> SentState:
     """The state of ``recipient`` from the receipts of the document.
 
     ``next_hop`` is where the package went for it (``None``: delivered at this node). Sent
     means the next node stored it (hop receipt); the receive status is the latest status
-    package from the recipient, received at its 01 (or its first status).
+    package from the recipient, received at its 01 (or its first status). ``codes`` are
+    other codes of the same agency (renamed by a directory version): their statuses count.
     """
     send: tuple[str, str, float | None]
     if next_hop is None:
@@ -496,7 +498,7 @@ def sent_state(
             send = ("sent", f"stored by the next node {next_hop}", hops[0].at)
         else:
             send = ("queued", f"waiting for the next node {next_hop}", None)
-    statuses = [r for r in receipts if r.level == "status" and r.by == recipient]
+    statuses = [r for r in receipts if r.level == "status" and (r.by == recipient or r.by in codes)]
     if not statuses:
         return SentState(recipient, send[0], send[1], send[2])
     last = statuses[-1]

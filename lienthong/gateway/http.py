@@ -511,7 +511,9 @@ class Gateway:
             raise missing
         pkg = await self._parse(await self.store.read_package(doc_id))
         receipts = await self.store.receipts(meta.document_id)
-        split = split_by_next_hop(self.processor.me, self.directory, meta.recipients)
+        directory = self.directory
+        split = split_by_next_hop(self.processor.me, directory, meta.recipients)
+        # Routing names a renamed recipient by its new code; the package by the one it had.
         hop_of = {r: hop for hop, rs in split.by_hop.items() for r in rs}
         title, notation = (
             (pkg.subject, pkg.code.notation)
@@ -522,9 +524,10 @@ class Gateway:
         for recipient in meta.recipients:
             state = axis.sent_state(
                 recipient,
-                next_hop=hop_of.get(recipient),
+                next_hop=hop_of.get(directory.resolve(recipient)),
                 created_at=record.created_at,
                 receipts=receipts,
+                codes=self.directories.version.codes_of(recipient),
             )
             rows.append(
                 {

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import matplotlib as mpl
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from lienthong.report.figures import AgencyFigures, Report
+from lienthong.report.groups import TIERS
 from lienthong.report.labels import duration, percent
 
 SENT_COLOUR = "#1f5fa8"
@@ -151,5 +153,83 @@ def time_to_01(report: Report) -> str:
         ax.set_title(
             f"Trung vị (median) {duration(total.median_to_01)};"
             f" 95 % văn bản trong vòng (within) {duration(total.p95_to_01)}"
+        )
+        return _svg(figure)
+
+
+SENT_SHADES = ("#1f5fa8", "#4f86c6", "#8fb3e0", "#c9dcf2")
+RECEIVED_SHADES = ("#c46f0a", "#e08a1e", "#efb161", "#f7d7a8")
+"""Tier 1 to 4, darkest first, for the bars stacked by tier."""
+
+
+def _region_height(count: int) -> float:
+    return 1.8 + 0.34 * max(1, count)
+
+
+def sent_received_by_region(
+    regions: Sequence[AgencyFigures], tiers: Mapping[tuple[str, int], AgencyFigures]
+) -> str:
+    """Horizontal bars per region (a province, the central bodies): documents sent and
+    received, each bar stacked by tier; ``tiers`` holds the figures per (region, tier)."""
+    levels = sorted({tier for _, tier in tiers})
+    with _figure(9, _region_height(len(regions))) as (figure, ax):
+        ys = list(range(len(regions)))
+        for kind, offset, shades, label in (
+            ("sent", -0.2, SENT_SHADES, "Gửi (sent)"),
+            ("received", 0.2, RECEIVED_SHADES, "Nhận (received)"),
+        ):
+            left = [0] * len(regions)
+            for tier in levels:
+                values = [getattr(tiers.get((r.agency, tier)), kind, 0) for r in regions]
+                ax.barh(
+                    [y + offset for y in ys],
+                    values,
+                    0.4,
+                    left=left,
+                    color=shades[tier - 1],
+                    label=f"{label}, {TIERS[tier]}",
+                )
+                left = [a + b for a, b in zip(left, values, strict=True)]
+            for y, total in zip(ys, left, strict=True):
+                ax.text(total, y + offset, f" {total}", va="center", fontsize=8)
+        ax.set_yticks(ys, [_label(r, 40) for r in regions], fontsize=8)
+        ax.set_ylim(len(regions) - 0.5, -0.7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("Số văn bản (documents)")
+        ax.set_title("Văn bản gửi và nhận theo tỉnh và cấp (sent and received by province, tier)")
+        figure.legend(loc="outside lower center", ncols=2, fontsize=8)
+        ax.margins(x=0.1)
+        return _svg(figure)
+
+
+def same_day_by_region(
+    regions: Sequence[AgencyFigures], tiers: Mapping[tuple[str, int], AgencyFigures]
+) -> str:
+    """A grid, regions down and tiers across: the share of the documents sent confirmed the
+    same day in each cell, coloured from red (0 %) to green (100 %), grey where none were
+    sent."""
+    levels = sorted({tier for _, tier in tiers}) or [1]
+    with _figure(9, _region_height(len(regions))) as (figure, ax):
+        cmap = mpl.colormaps["RdYlGn"]
+        for y, region in enumerate(regions):
+            for x, tier in enumerate(levels):
+                share = getattr(tiers.get((region.agency, tier)), "same_day_share", None)
+                colour = PENDING_COLOUR if share is None else cmap(share)
+                ax.add_patch(Rectangle((x, y), 1, 1, color=colour, ec="white"))
+                text = "—" if share is None else percent(share)
+                ax.text(x + 0.5, y + 0.5, text, ha="center", va="center", fontsize=8)
+        ax.set_xlim(0, len(levels))
+        ax.set_ylim(len(regions), 0)
+        ax.set_xticks([x + 0.5 for x in range(len(levels))], [TIERS[t] for t in levels])
+        ax.xaxis.tick_top()
+        ax.set_yticks([y + 0.5 for y in range(len(regions))], [_label(r, 40) for r in regions])
+        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(length=0)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_visible(False)
+        ax.set_title(
+            "Tỷ lệ xác nhận (01) trong ngày theo tỉnh và cấp; mục tiêu 100 %"
+            " (same-day confirmation by province and tier; target 100 %)",
+            fontsize=9,
         )
         return _svg(figure)

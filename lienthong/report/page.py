@@ -1,9 +1,11 @@
 """The report as one self-contained HTML page: no script, no file beside it, charts inline.
 
 Read top to bottom by someone who has never seen it: the title with the period and the
-node(s), four headline figures, the table per agency, the refusals by reason, the three
-charts, then one line per figure saying what it counts. Every figure cell carries
-``data-agency`` and ``data-key`` (the CSV column name) so programs can read the page too.
+node(s), four headline figures, the agencies that need attention, the table per agency (per
+province past :data:`AGENCY_ROWS` agencies, see :mod:`~lienthong.report.groups`), the
+refusals by reason, the three charts, then one line per figure saying what it counts. Every
+figure cell carries ``data-agency`` and ``data-key`` (the CSV column name) so programs can
+read the page too.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from dataclasses import replace
 from html import escape
 
 from lienthong.receipts import VIETNAM
-from lienthong.report import charts
+from lienthong.report import charts, groups
 from lienthong.report.figures import AgencyFigures, Report
+from lienthong.report.groups import Attention, Place
 from lienthong.report.labels import (
     RECEIVED,
+    REFUSED,
     SAME_DAY_SHARE,
     SENT,
     SIGNED_SHARE,
@@ -31,6 +35,10 @@ from lienthong.report.reasons import REASONS
 TITLE = "Báo cáo liên thông văn bản điện tử"
 TITLE_EN = "electronic document exchange report"
 TOTAL_NAME = "Tổng cộng (total)"
+AGENCY_ROWS = 60
+"""Up to this many agencies the page has a line and a bar per agency; more are grouped."""
+ATTENTION_ROWS = 40
+"""The agencies that need attention listed at most (the CSV has every one)."""
 
 _CSS = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #222; margin: 24px 32px;
@@ -154,10 +162,91 @@ def _node_names(report: Report, names: Mapping[str, str]) -> str:
     )
 
 
-def to_html(report: Report, names: Mapping[str, str], generated_at: float) -> str:
+def _attention_table(items: Sequence[Attention], places: Mapping[str, Place]) -> str:
+    if not items:
+        return '<p id="attention">Không có cơ quan nào cần chú ý (no agency needs attention).</p>'
+    rows = []
+    for item in items[:ATTENTION_ROWS]:
+        row = item.row
+        place = places.get(row.agency)
+        region = f"<td>{escape(place.region_name)}</td>" if place else "<td></td>"
+        reasons = escape("; ".join(item.reasons))
+        rows.append(
+            f"<tr>{_agency_cell(row)}{region}<td>{reasons}</td>"
+            f"{_cell(SENT.key, SENT.text(row), row)}"
+            f"{_cell(SAME_DAY_SHARE.key, SAME_DAY_SHARE.text(row), row)}"
+            f"{_cell(REFUSED.key, REFUSED.text(row), row)}</tr>"
+        )
+    more = len(items) - ATTENTION_ROWS
+    note = (
+        f'<p class="meta">… và {more} cơ quan khác (and {more} more): xem tệp CSV (see the'
+        " CSV).</p>"
+        if more > 0
+        else ""
+    )
+    head = "".join(
+        f"<th>{escape(vi)}<small>({escape(en)})</small></th>"
+        for vi, en in (
+            ("Cơ quan", "agency"),
+            ("Tỉnh", "province"),
+            ("Lý do", "why"),
+            (SENT.vi, SENT.en),
+            (SAME_DAY_SHARE.vi, SAME_DAY_SHARE.en),
+            (REFUSED.vi, REFUSED.en),
+        )
+    )
+    return (
+        f'<table id="attention"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>{note}"
+    )
+
+
+def _per_agency(report: Report, total: AgencyFigures) -> tuple[str, str, str, str]:
+    """The figures table, the refusals table and the two charts, one line or bar per agency."""
+    return (
+        "<h2>Số liệu theo cơ quan (figures per agency)</h2>"
+        + _figures_table(report.agencies, total),
+        _refusals_table(report.agencies, total),
+        charts.sent_received(report),
+        charts.same_day(report),
+    )
+
+
+def _per_region(
+    report: Report, total: AgencyFigures, places: Mapping[str, Place]
+) -> tuple[str, str, str, str]:
+    """The same, one line per province (and the central bodies), the charts by tier too."""
+    regions = groups.by_region(report, places)
+    tiers = groups.by_region_and_tier(report, places)
+    count = len(report.agencies)
+    return (
+        "<h2>Số liệu theo tỉnh (figures per province)</h2>"
+        f'<p class="meta">{count} cơ quan (agencies); số liệu từng cơ quan trong tệp CSV'
+        " (per-agency figures: <code>lienthong report --format csv</code>).</p>"
+        + _figures_table(regions, total),
+        _refusals_table(regions, total),
+        charts.sent_received_by_region(regions, tiers),
+        charts.same_day_by_region(regions, tiers),
+    )
+
+
+def to_html(
+    report: Report,
+    names: Mapping[str, str],
+    generated_at: float,
+    places: Mapping[str, Place] | None = None,
+) -> str:
     """The page of ``report``; ``names`` names the nodes' agencies, ``generated_at`` (seconds
-    since the epoch) is printed as when the page was made."""
+    since the epoch) is printed as when the page was made. With ``places`` (from
+    :func:`~lienthong.report.groups.places`) and more than :data:`AGENCY_ROWS` agencies, the
+    tables and charts have one line per province instead of one per agency."""
+    places = places or {}
     total = replace(report.total, name=TOTAL_NAME)
+    if places and len(report.agencies) > AGENCY_ROWS:
+        figures, refusals, chart_sent, chart_same_day = _per_region(report, total, places)
+    else:
+        figures, refusals, chart_sent, chart_same_day = _per_agency(report, total)
+    attention = _attention_table(groups.needing_attention(report.agencies), places)
     made = dt.datetime.fromtimestamp(generated_at, VIETNAM).strftime("%H:%M %d/%m/%Y")
     tiles = "".join(_tile(c, total) for c in (SENT, RECEIVED, SIGNED_SHARE, SAME_DAY_SHARE))
     notes = "".join(f"<dt>{escape(t)}</dt><dd>{escape(d)}</dd>" for t, d in NOTES)
@@ -175,14 +264,15 @@ def to_html(report: Report, names: Mapping[str, str], generated_at: float) -> st
 <p class="meta">Nút (node): <strong id="nodes">{escape(_node_names(report, names))}</strong></p>
 <p class="meta">Lập lúc (made at): {escape(made)}</p>
 <div class="tiles">{tiles}</div>
-<h2>Số liệu theo cơ quan (figures per agency)</h2>
-{_figures_table(report.agencies, total)}
+<h2>Cơ quan cần chú ý (agencies that need attention)</h2>
+{attention}
+{figures}
 <h2>Văn bản bị từ chối theo lý do (refusals by reason)</h2>
-{_refusals_table(report.agencies, total)}
+{refusals}
 <h2>Văn bản gửi và nhận (documents sent and received)</h2>
-<figure id="chart-sent-received">{charts.sent_received(report)}</figure>
+<figure id="chart-sent-received">{chart_sent}</figure>
 <h2>Xác nhận trong ngày (same-day confirmation)</h2>
-<figure id="chart-same-day">{charts.same_day(report)}</figure>
+<figure id="chart-same-day">{chart_same_day}</figure>
 <h2>Thời gian đến trạng thái 01 (time to status 01)</h2>
 <figure id="chart-time-to-01">{charts.time_to_01(report)}</figure>
 <h2>Cách tính (how the figures are counted)</h2>

@@ -20,13 +20,16 @@ from importlib import resources
 
 from lienthong.edxml.model import STATUS_CODES
 from lienthong.receipts import VIETNAM
-from lienthong.statuspage.snapshot import DocumentRow, Snapshot
+from lienthong.statuspage.snapshot import DocumentRow, QueueRow, Snapshot
 from lienthong.store.model import DeadLetter, Receipt
 
 __all__ = ["REFRESH_S", "SECTIONS", "page", "sections"]
 
 REFRESH_S = 5
 """How often the page refreshes itself."""
+
+IDLE_ROWS = 12
+"""Neighbours with nothing waiting get rows up to this many; more are listed in one line."""
 
 SECTIONS = ("summary", "links", "queues", "documents", "dead-letters")
 """The ids of the parts of the page the script replaces."""
@@ -124,19 +127,37 @@ def _links(s: Snapshot) -> str:
     return _table(headers, rows, "This node has no broker links.")
 
 
-def _queues(s: Snapshot) -> str:
-    rows = (
+def _queue_row(q: QueueRow) -> str:
+    gone = "" if q.neighbour else '<div class="sub">no longer a neighbour</div>'
+    return (
         f'<tr data-hop="{_e(q.next_hop)}" data-queued="{q.queued}"'
-        f' data-in-flight="{q.in_flight}" data-dead="{q.dead}">'
-        f"<td><code>{_e(q.next_hop)}</code></td>"
+        f' data-in-flight="{q.in_flight}" data-dead="{q.dead}"'
+        f' data-neighbour="{"yes" if q.neighbour else "no"}">'
+        f"<td><code>{_e(q.next_hop)}</code>{gone}</td>"
         f'<td class="num">{q.queued}</td><td class="num">{q.in_flight}</td>'
         f'<td class="num{" alert" if q.dead else ""}">{q.dead}</td>'
         f'<td class="num">{q.acked}</td>'
         "</tr>"
-        for q in s.queues
     )
+
+
+def _queues(s: Snapshot) -> str:
+    # A national or provincial node may have a hundred neighbours: the ones with something
+    # waiting are rows; past IDLE_ROWS, the idle ones are one line the operator can open.
+    busy = [q for q in s.queues if not q.idle]
+    idle = [q for q in s.queues if q.idle]
+    shown = busy + idle if len(idle) <= IDLE_ROWS else busy
     headers = ("Next hop", "Queued", "In flight", "Dead", "Acknowledged")
-    table = _table(headers, rows, "This node has no neighbours to send to.")
+    empty = "Nothing is waiting for any neighbour." if idle else "This node has no neighbours."
+    table = _table(headers, map(_queue_row, shown), empty)
+    if len(shown) < len(s.queues):
+        codes = " ".join(
+            f'<code data-idle-hop="{_e(q.next_hop)}">{_e(q.next_hop)}</code>' for q in idle
+        )
+        table += (
+            f'<details class="idle"><summary>{len(idle)} more neighbours with nothing'
+            f" waiting</summary><p>{codes}</p></details>"
+        )
     oldest = s.oldest_waiting
     if oldest is None:
         note = "Nothing is waiting for a hop receipt."

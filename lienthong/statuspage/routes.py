@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Operator:
     """What the operator's routes need of a running node.
 
-    ``hops`` are the neighbours it sends to; ``token`` the secret the status page sends back
+    ``neighbours`` gives the neighbours it sends to in the directory in force (called at
+    each request, so the page follows directory versions); ``token`` the secret the status
+    page sends back
     with a requeue; ``listen_host`` the configured listening address (a name it may be
     reached by); ``on_requeued`` is called after a requeue, to wake the senders; ``checks``
     gives the health checks made elsewhere (the spool's).
@@ -69,7 +71,7 @@ class Operator:
     node: str
     store: Store
     links: Mapping[str, Link]
-    hops: tuple[str, ...]
+    neighbours: Callable[[], Iterable[str]]
     identity: SigningIdentity | None
     state_dir: Path
     metrics: Metrics
@@ -130,7 +132,7 @@ class _Routes:
 
     async def metrics(self, request: web.Request) -> web.Response:
         op = self.op
-        await op.metrics.refresh(op.store, op.links, op.hops, op.clock())
+        await op.metrics.refresh(op.store, op.links, op.neighbours(), op.clock())
         return web.Response(body=op.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -156,7 +158,7 @@ class _Routes:
             node=op.node,
             store=op.store,
             links=op.links,
-            hops=op.hops,
+            hops=op.neighbours(),
             recent=op.metrics.recent,
             now=op.clock(),
             deviations=op.metrics.deviations_of,

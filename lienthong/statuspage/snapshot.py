@@ -46,6 +46,14 @@ class QueueRow:
     in_flight: int
     dead: int
     acked: int
+    neighbour: bool = True
+    """False for a hop the directory in force no longer makes a neighbour (listed while it
+    still has transfers)."""
+
+    @property
+    def idle(self) -> bool:
+        """A neighbour with nothing queued, in flight or dead."""
+        return self.neighbour and not (self.queued or self.in_flight or self.dead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +148,13 @@ async def take_snapshot(
     directory: DirectoryHolder | None = None,
 ) -> Snapshot:
     """Read the node's links and store once; ``hops`` are the neighbours it sends to (listed
-    even with nothing queued), ``recent`` the package ids of recent documents, newest last,
-    ``deviations`` those of recent packages by package id (:attr:`Metrics.deviations_of`),
+    even with nothing queued; a former neighbour is listed while it has transfers waiting),
+    ``recent`` the package ids of recent documents, newest last, ``deviations`` those of
+    recent packages by package id (:attr:`Metrics.deviations_of`),
     ``directory`` the holder whose expiry the page shows."""
     summary = await store.queue_summary(now)
     dead = await store.dead_letters()
+    neighbours = set(hops)
     queues = tuple(
         QueueRow(
             hop,
@@ -152,9 +162,11 @@ async def take_snapshot(
             counts.get("in_flight", 0),
             counts.get("dead", 0),
             counts.get("acked", 0),
+            hop in neighbours,
         )
-        for hop in sorted({*hops, *summary.per_hop})
+        for hop in sorted(neighbours | set(summary.per_hop))
         for counts in (summary.per_hop.get(hop, {}),)
+        if hop in neighbours or any(counts.get(s, 0) for s in ("queued", "in_flight", "dead"))
     )
     return Snapshot(
         node=node,

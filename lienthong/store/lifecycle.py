@@ -24,7 +24,10 @@ Transfer (one per package and next hop)::
                         -> queued                 (failed or lease ran out: retry later)
                         -> dead                   (schedule exhausted: dead letter)
     queued -> dead (too old); dead -> queued (requeue)
-    queued | dead -> acked                        (a late hop receipt still proves delivery)
+    queued | dead -> rerouted                     (a new directory routes its recipients
+                                                   elsewhere: replaced by new transfers and
+                                                   inbox entries, in the same transaction)
+    queued | dead | rerouted -> acked             (a late hop receipt still proves delivery)
 
 Inbox entry (a package delivered here, per local recipient)::
 
@@ -64,6 +67,7 @@ class TransferState(enum.StrEnum):
     IN_FLIGHT = "in_flight"
     ACKED = "acked"
     DEAD = "dead"
+    REROUTED = "rerouted"
 
 
 class InboxState(enum.StrEnum):
@@ -94,9 +98,10 @@ PACKAGE_TRANSITIONS: Mapping[PackageState, frozenset[PackageState]] = {
 }
 
 TRANSFER_TRANSITIONS: Mapping[TransferState, frozenset[TransferState]] = {
-    _T.QUEUED: frozenset({_T.IN_FLIGHT, _T.DEAD, _T.ACKED}),
+    _T.QUEUED: frozenset({_T.IN_FLIGHT, _T.DEAD, _T.ACKED, _T.REROUTED}),
     _T.IN_FLIGHT: frozenset({_T.ACKED, _T.QUEUED, _T.DEAD}),
-    _T.DEAD: frozenset({_T.QUEUED, _T.ACKED}),
+    _T.DEAD: frozenset({_T.QUEUED, _T.ACKED, _T.REROUTED}),
+    _T.REROUTED: frozenset({_T.ACKED}),
     _T.ACKED: frozenset(),
 }
 

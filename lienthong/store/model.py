@@ -202,3 +202,23 @@ class QueueSummary:
     conflicts: int = 0
     oldest_per_hop: Mapping[str, float] = field(default_factory=dict)
     """Age in seconds of the oldest queued or in-flight transfer, per next hop that has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTransfer:
+    """A transfer not yet acknowledged (queued, in flight or dead), as re-routing reads it."""
+
+    transfer_id: str
+    package_id: str
+    next_hop: str
+    recipients: tuple[str, ...]
+    state: TransferState
+
+
+@dataclass(frozen=True, slots=True)
+class Rerouted:
+    """What :meth:`SqliteStore.reroute` made of one transfer: the new transfers by next hop
+    and the recipients newly delivered to the inbox here (one already there is not counted)."""
+
+    transfers: Mapping[str, str] = field(default_factory=dict)
+    delivered: tuple[str, ...] = ()

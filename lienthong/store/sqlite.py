@@ -78,12 +78,14 @@ from lienthong.store.model import (
     InboxEntry,
     Lease,
     OldestWaiting,
+    OpenTransfer,
     PackageMeta,
     PackageRecord,
     QueueSummary,
     Receipt,
     ReceiveOutcome,
     ReceiveResult,
+    Rerouted,
 )
 
 T = TypeVar("T")
@@ -632,6 +634,93 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def open_transfers(self) -> list[OpenTransfer]:
+        """Every transfer queued, in flight or dead (what a new directory may re-route)."""
+        rows = await self._rows(
+            "SELECT transfer_id, package_id, next_hop, recipients, state FROM transfers"
+            " WHERE state IN ('queued', 'in_flight', 'dead') ORDER BY created_at"
+        )
+        return [
+            OpenTransfer(r[0], r[1], r[2], tuple(json.loads(r[3])), TransferState(r[4]))
+            for r in rows
+        ]
+
+    async def reroute(
+        self,
+        transfer_id: str,
+        local: Sequence[str],
+        hops: Mapping[str, Sequence[str]],
+        now: float,
+        detail: str = "",
+    ) -> Rerouted | None:
+        """Replace a queued or dead transfer by what the directory in force says, in one
+        transaction: the transfer becomes ``rerouted``, each of ``hops`` gets a new queued
+        transfer with its recipients (a dead transfer's age count starts again, like a
+        requeue), and each of ``local`` an inbox entry here (the caller has verified the
+        package). None, changing nothing, when the transfer is no longer queued or dead
+        (taken meanwhile: it is re-routed after it comes back)."""
+
+        async def op(tx: _Tx) -> Rerouted | None:
+            row = await tx.one(
+                "SELECT package_id, next_hop, state, created_at, since FROM transfers"
+                " WHERE transfer_id = ?",
+                (transfer_id,),
+            )
+            if row is None:
+                raise UnknownId(f"no transfer {transfer_id}")
+            if row["state"] not in (TransferState.QUEUED, TransferState.DEAD):
+                return None
+            pid, old = str(row["package_id"]), str(row["next_hop"])
+            parts = [f"delivered here to {', '.join(local)}"] if local else []
+            parts += [f"to {hop} ({', '.join(rs)})" for hop, rs in hops.items()]
+            what = "; ".join(parts) or "no recipient left"
+            await tx.move(
+                "transfer",
+                transfer_id,
+                TransferState.REROUTED,
+                now,
+                f"re-routed from {old}: {what}{f' ({detail})' if detail else ''}",
+                {"lease_token": None},
+            )
+            since = row["since"] if row["state"] == TransferState.QUEUED else now
+            created: dict[str, str] = {}
+            for hop, recipients in hops.items():
+                tid = uuid.uuid4().hex
+                await tx.run(
+                    "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
+                    " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        tid,
+                        pid,
+                        hop,
+                        json.dumps(list(recipients)),
+                        TransferState.QUEUED.value,
+                        row["created_at"],
+                        since,
+                        now,
+                        now,
+                    ),
+                )
+                await tx.log(
+                    now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}, re-routed {old}"
+                )
+                created[hop] = tid
+            delivered = []
+            for recipient in local:
+                added = await tx.run(
+                    "INSERT OR IGNORE INTO inbox (package_id, recipient, state, added_at)"
+                    " VALUES (?,?,?,?)",
+                    (pid, recipient, InboxState.NEW.value, now),
+                )
+                if added:
+                    await tx.log(now, "inbox", f"{pid}:{recipient}", None, InboxState.NEW)
+                    delivered.append(recipient)
+            await _revive_package(tx, pid, now)
+            await _maybe_done(tx, pid, now)
+            return Rerouted(created, tuple(delivered))
+
+        return await self._write(op)
+
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
         """Take the next due transfer and count the attempt, in one transaction."""
         policy = self.settings.retry
@@ -1155,7 +1244,8 @@ async def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
     """Mark the package done once every transfer is acknowledged and every entry retrieved."""
     row = await tx.one(
         "SELECT state,"
-        " (SELECT count(*) FROM transfers WHERE package_id = p.package_id AND state != 'acked'),"
+        " (SELECT count(*) FROM transfers WHERE package_id = p.package_id"
+        "  AND state NOT IN ('acked', 'rerouted')),"
         " (SELECT count(*) FROM inbox WHERE package_id = p.package_id"
         "  AND state NOT IN ('done', 'revoked'))"
         " FROM packages p WHERE package_id = ?",
