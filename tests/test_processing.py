@@ -1,4 +1,4 @@
-"""What a node does with packages, in-process over an in-memory store: refusals at submission,
+"""What a node does with packages, in-process over a store in a temporary folder: refusals at submission,
 duplicates, local delivery with status 01, expiry answered with status 02."""
 
 from __future__ import annotations

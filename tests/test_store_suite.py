@@ -1,4 +1,4 @@
-"""The store contract, checked on both implementations (SQLite files and memory)."""
+"""The store contract, checked on SQLite files in a temporary folder."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from lienthong.store import (
     DigestMismatch,
     FailOutcome,
     IllegalTransition,
-    MemoryStore,
     PackageMeta,
     PackageState,
     Receipt,
@@ -36,16 +35,10 @@ SETTINGS = StoreSettings(
 )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-fdatasync", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store of each kind (SQLite with each way of flushing package files)."""
-    s: Store
-    if request.param.startswith("sqlite"):
-        use_syncfs = False if request.param == "sqlite-fdatasync" else None
-        s = SqliteStore(tmp_path / "state", SETTINGS, random.Random(1), use_syncfs)
-    else:
-        s = MemoryStore(SETTINGS, random.Random(1))
-    async with s:
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store in a temporary folder."""
+    async with SqliteStore(tmp_path / "state", SETTINGS, random.Random(1)) as s:
         yield s
 
 

@@ -1,9 +1,10 @@
 """The :class:`Store` protocol: what the daemon needs from durable storage.
 
-Every method that changes state returns only after the change is committed (durable on
-disk for :class:`~lienthong.store.sqlite.SqliteStore`), and appends the change to the hash-
-chained journal in the same transaction. Time is passed in (``now``, seconds since the epoch)
-so schedules are tested without sleeping.
+Every method that changes state returns only after the change is committed, and appends the
+change to the hash-chained journal in the same transaction. Commits are durable on disk, except
+for the bookkeeping of sending (:meth:`Store.lease_transfer`, :meth:`Store.fail`,
+:meth:`Store.ack`), whose loss on power failure only makes a transfer go again. Time is
+passed in (``now``, seconds since the epoch) so schedules are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -60,9 +61,19 @@ class Store(Protocol):
         ...
 
     async def receive(
-        self, transfer_id: str, data: bytes, meta: PackageMeta, from_peer: str, now: float
+        self,
+        transfer_id: str,
+        data: bytes,
+        meta: PackageMeta,
+        from_peer: str,
+        now: float,
+        hops: Mapping[str, Sequence[str]] | None = None,
     ) -> ReceiveResult:
-        """Store a package a neighbour sent (received -> stored), deduped by transfer and digest."""
+        """Store a package a neighbour sent (received -> stored), deduped by transfer and digest.
+
+        With ``hops`` (a package passing through: no recipient here), a new package is also
+        routed (stored -> routed, one queued transfer per next hop with its recipients) in the
+        same transaction, so one commit precedes its hop receipt."""
         ...
 
     async def read_package(self, package_id: str) -> bytes:

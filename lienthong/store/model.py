@@ -101,6 +101,8 @@ class Lease:
     attempt: int
     token: str
     expires_at: float
+    sender: str
+    """The sending agency of the package (carried in the frames for tracing on the way)."""
 
 
 class FailOutcome(enum.StrEnum):
