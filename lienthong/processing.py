@@ -12,8 +12,12 @@ Reception (a neighbour -> this node, already durably stored and answered with a 
 
     recipients served here?  yes -> verify signature + validate -> inbox, status 01 back
                                                                | quarantine, status 02 back
-                             others -> one transfer per next hop (a transit node checks only
-                                       the digest, which reassembly and the store have done)
+                             others -> one transfer per next hop
+
+A package only passing through (:meth:`Processor.transit_hops` gives its next hops: no
+recipient here, every one routable) never reaches the processor: the receiver stores and routes
+it in one commit without reading it; the digest, checked on reassembly, proves the bytes, and
+the destination verifies the signature.
 
 A refused package is quarantined as a whole even when other recipients lie further on: its
 signature or content is what failed, and it would fail the same way there. Status packages
@@ -189,7 +193,7 @@ class Processor:
         hops = {hop: tuple(rs) for hop, rs in split.by_hop.items()}
         if hops:
             await self.store.enqueue(package_id, hops, now)
-            _log.info("package_routed", document_id=pkg.document_id, hops=hops)
+            _log.debug("package_routed", document_id=pkg.document_id, hops=hops)
             self.on_enqueued(hops)
         if split.refused:
             self.metrics.refused("routing", "unknown_recipient")
@@ -252,6 +256,15 @@ class Processor:
         await self._answer(pkg, recipient, code, reasons)
 
     # -- reception ----------------------------------------------------------------------------
+
+    def transit_hops(self, recipients: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+        """The next hops of a package that only passes through here, or None when it must be
+        read here (a recipient is served here, or one cannot be routed: refused with a status
+        02 from here)."""
+        split = split_by_next_hop(self.me, self.directory, recipients)
+        if split.local or split.refused or not split.by_hop:
+            return None
+        return {hop: tuple(codes) for hop, codes in split.by_hop.items()}
 
     async def process_received(self, package_id: str) -> None:
         """Act on a package a neighbour sent, already stored and acknowledged to it."""

@@ -167,7 +167,14 @@ class HopSender:
             try:
                 data = await self.store.read_package(lease.package_id)
                 frames = split_into_frames(
-                    lease.transfer_id, lease.kind, lease.recipients, data, self.max_chunk
+                    lease.transfer_id,
+                    lease.kind,
+                    lease.recipients,
+                    data,
+                    self.max_chunk,
+                    sha256=lease.sha256,
+                    document=lease.document_id,
+                    origin=lease.sender,
                 )
                 # Latency is measured on the monotonic clock: ``clock`` is for schedules.
                 started = time.monotonic()
@@ -179,7 +186,8 @@ class HopSender:
                     await waiting
                 self.sent += 1
                 self.metrics.sent(lease.kind, self.neighbour, time.monotonic() - started)
-                _log.info("transfer_acked", attempt=lease.attempt, size=len(data))
+                # Debug: the transfer's info line is where it was stored (one per node).
+                _log.debug("transfer_acked", attempt=lease.attempt, size=len(data))
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
                 await self._failed(lease, reason)
