@@ -119,6 +119,9 @@ class HopSender:
                 continue
             await self._slots.acquire()
             lease = None
+            # Cleared before looking, not after: a transfer queued while the store looks
+            # wakes the next look instead of waiting for the poll.
+            self._wake.clear()
             try:
                 if self._taking:
                     lease = await self.store.lease_transfer(self.neighbour, self.clock())
@@ -131,7 +134,6 @@ class HopSender:
             self._tasks.spawn(self._send(lease), name=f"send:{lease.transfer_id}")
 
     async def _idle(self) -> None:
-        self._wake.clear()
         try:
             async with asyncio.timeout(self.poll):
                 await self._wake.wait()
