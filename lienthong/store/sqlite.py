@@ -44,6 +44,7 @@ import json
 import random
 import sqlite3
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +92,8 @@ from lienthong.store.model import (
 
 T = TypeVar("T")
 DB_NAME = "store.sqlite3"
+RECENT_MAX_BYTES = 16 * 1024 * 1024
+"""Bytes of lately stored packages kept in memory for sending them on."""
 _TABLE_OF = {"package": ("packages", "package_id"), "transfer": ("transfers", "transfer_id")}
 _TABLE_OF["inbox entry"] = ("inbox", "entry_id")
 _PACKAGE_COLUMNS = (
@@ -214,6 +217,9 @@ class SqliteStore:
         self._blob_thread: ThreadPoolExecutor | None = None
         self._durable_mode = True
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._more = asyncio.Event()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._blocked: str | None = None
 
@@ -270,6 +276,7 @@ class SqliteStore:
         """Finish the writes already handed over, then close."""
         if self._task is not None:
             self._queue.put_nowait(None)
+            self._more.set()
             await self._task
             self._task = None
         await self._close_connections()
@@ -310,11 +317,25 @@ class SqliteStore:
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        pending = _Pending(op, future, blob, durable)
         if blob is not None and len(blob[1]) < self.settings.inline_max_bytes:
-            blob = None  # lives in its row
-        self._queue.put_nowait(_Pending(op, future, blob, durable))
+            pending.blob = None  # lives in its row
+        self._queue.put_nowait(pending)
+        self._more.set()
         # The operation commits even if this caller is cancelled while waiting.
         return await asyncio.shield(future)
+
+    def _remember(self, package_id: str, data: bytes) -> None:
+        """Keep the bytes of a package just committed: it is usually sent on at once, and
+        reading it back would cost a trip to the reader's thread. Packages never change
+        (their id is their digest), so a copy is never stale."""
+        if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
+            return
+        self._recent[package_id] = data
+        self._recent_bytes += len(data)
+        while self._recent_bytes > RECENT_MAX_BYTES:
+            _, old = self._recent.popitem(last=False)
+            self._recent_bytes -= len(old)
 
     async def _write_loop(self) -> None:
         max_batch = self.settings.group_commit_max_batch
@@ -334,10 +355,12 @@ class SqliteStore:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
+                    self._more.clear()
+                    # A timer, not wait_for: no task per wait (this runs for every batch).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await self._more.wait()
+                    continue
                 if item is None:
                     stop = True
                     break
@@ -515,7 +538,9 @@ class SqliteStore:
             _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
             return False
 
-        return pid, await self._intake(op, (pid, data))
+        duplicate = await self._intake(op, (pid, data))
+        self._remember(pid, data)
+        return pid, duplicate
 
     async def receive(
         self,
@@ -556,6 +581,7 @@ class SqliteStore:
 
         result = await self._intake(op, (pid, data))
         if result.outcome is not ReceiveOutcome.CONFLICT:
+            self._remember(pid, data)
             return result
         return await self._record_conflict(
             transfer_id, data, result.package_id, pid, from_peer, now
@@ -592,7 +618,11 @@ class SqliteStore:
     # -- packages ---------------------------------------------------------------------------
 
     async def read_package(self, package_id: str) -> bytes:
-        """The bytes of a stored package (from its row, or its file), in one read."""
+        """The bytes of a stored package (from memory when it was stored lately, else from its
+        row or its file, in one read)."""
+        recent = self._recent.get(package_id)
+        if recent is not None:
+            return recent
 
         def read(db: sqlite3.Connection) -> bytes:
             row = db.execute(
