@@ -80,6 +80,9 @@ class StoreSettings:
     inline_max_bytes: int = _setting(
         16 * 1024, _not_negative, "packages smaller than this live in their database row"
     )
+    intake_retry_s: float = _setting(
+        5.0, _positive, "while intake is stopped (disk full), try the disk again this often"
+    )
     retry: RetrySettings = field(default_factory=RetrySettings)
 
 

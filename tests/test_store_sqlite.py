@@ -304,3 +304,21 @@ def test_cli_without_database_is_a_clear_error(
     """The commands refuse a state directory with no database instead of creating one."""
     assert main(["queue", "--config", str(write_config(tmp_path))]) == 1
     assert "no store database" in capsys.readouterr().err
+
+
+async def test_intake_resumes_by_itself_once_the_disk_has_room(tiny_disk: Path) -> None:
+    """After a full disk stopped intake, freeing space lets packages in again without anyone
+    probing the store (no health check, no operator)."""
+    async with SqliteStore(tiny_disk / "state", StoreSettings(intake_retry_s=0.1)) as store:
+        free = shutil.disk_usage(tiny_disk).free
+        filler = tiny_disk / "filler"
+        filler.write_bytes(b"\0" * (free - 16 * 1024))
+        data, meta = pkg(1, 64 * 1024)
+        with pytest.raises(DiskFull):
+            await store.put_package(data, meta, T0)
+        assert store.intake_blocked is not None
+        filler.unlink()
+        async with asyncio.timeout(60):
+            while store.intake_blocked is not None:
+                await asyncio.sleep(0.05)
+        assert await store.put_package(data, meta, T0) == (meta.sha256, False)

@@ -53,7 +53,10 @@ class Store(Protocol):
     ) -> None: ...
 
     async def resume_intake(self) -> bool:
-        """Try the disk and database again; clear :attr:`intake_blocked` if they work."""
+        """Try the disk and database again; clear :attr:`intake_blocked` if they work.
+
+        An open store also does this by itself every ``store.intake_retry_s`` while intake is
+        stopped, so it resumes once the fault clears without anyone asking."""
         ...
 
     async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:

@@ -53,6 +53,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from lienthong.config import StoreSettings
+from lienthong.logs import get_logger
 from lienthong.store import retry
 from lienthong.store.blobs import BlobDir, write_durably
 from lienthong.store.errors import (
@@ -91,6 +92,7 @@ from lienthong.store.model import (
 )
 
 T = TypeVar("T")
+_log = get_logger("lienthong.store")
 DB_NAME = "store.sqlite3"
 RECENT_MAX_BYTES = 16 * 1024 * 1024
 """Bytes of lately stored packages kept in memory for sending them on."""
@@ -221,6 +223,7 @@ class SqliteStore:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
         self._blocked: str | None = None
 
     # -- opening and closing -------------------------------------------------------------
@@ -252,6 +255,7 @@ class SqliteStore:
                 raise self._db_error(exc, "opening the database") from exc
             raise
         self._task = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._retry_task = asyncio.create_task(self._retry_intake(), name="store-intake-retry")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
@@ -274,6 +278,11 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Finish the writes already handed over, then close."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
         if self._task is not None:
             self._queue.put_nowait(None)
             self._more.set()
@@ -525,6 +534,15 @@ class SqliteStore:
             return False
         self._blocked = None
         return True
+
+    async def _retry_intake(self) -> None:
+        """While intake is stopped, try the disk and the database again every
+        ``intake_retry_s``, so intake resumes by itself once the fault has cleared."""
+        while True:
+            await asyncio.sleep(self.settings.intake_retry_s)
+            blocked = self._blocked
+            if blocked is not None and await self.resume_intake():
+                _log.info("intake_resumed", was=blocked)
 
     async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
         """Store a package submitted here: ``(package_id, duplicate)``."""
