@@ -65,3 +65,15 @@ async def test_transfer_queued_during_a_look_is_taken_without_waiting_for_the_po
             sender.stop_taking()
             task.cancel()
         assert store.looks >= 2
+
+
+async def test_receipt_wakes_its_sender_only_from_the_next_hop_with_the_digest_sent() -> None:
+    """A receipt naming another digest, or from another neighbour, leaves the sender waiting;
+    the receipt that matches wakes it."""
+    waiter = ReceiptWaiter()
+    waiting = waiter.expect("t-1", "a" * 64, NEIGHBOUR)
+    assert not waiter.arrived("t-1", "b" * 64, NEIGHBOUR)
+    assert not waiter.arrived("t-1", "a" * 64, "000.00.00.H99")
+    assert not waiting.done()
+    assert waiter.arrived("t-1", "a" * 64, NEIGHBOUR)
+    assert waiting.done()

@@ -13,9 +13,10 @@ and traces), and the store routes it in the same commit that stores it, before t
 signed recipient list. Any other new package (for a recipient here, or with recipients that
 cannot be routed) is handed to ``on_package`` (the processor's queue), which reads it.
 
-A hop receipt from a neighbour is recorded in the store and wakes the sender waiting for it;
-receipts are recorded in tasks of their own, so the link goes on reading frames meanwhile and
-the receipts arriving together share one commit.
+A hop receipt from a neighbour wakes the sender waiting for it (when it names the digest sent
+and comes from the neighbour it went to) and is recorded in the store; receipts are recorded in
+tasks of their own, so the link goes on reading frames meanwhile and the receipts arriving
+together share one commit.
 
 Frames that cannot be decoded or that contradict each other are refused with a log line and
 dropped: they are not a package yet, and the sender keeps the package queued until a receipt,
@@ -136,6 +137,8 @@ class Receiver:
             await self._on_transfer_frame(link, sender, frame)
 
     async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
+        # The sender goes on at once; the store records the receipt with others in one commit.
+        self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender)
         try:
             await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock(), by=sender)
         except LienthongError as exc:
@@ -145,8 +148,6 @@ class Receiver:
                 transfer_id=receipt.transfer_id,
                 reason=str(exc),
             )
-            return
-        self.receipts.arrived(receipt.transfer_id)
 
     async def _on_transfer_frame(self, link: Link, sender: str, frame: TransferFrame) -> None:
         key = (sender, frame.transfer_id)
