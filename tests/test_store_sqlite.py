@@ -322,3 +322,29 @@ async def test_intake_resumes_by_itself_once_the_disk_has_room(tiny_disk: Path) 
             while store.intake_blocked is not None:
                 await asyncio.sleep(0.05)
         assert await store.put_package(data, meta, T0) == (meta.sha256, False)
+
+
+async def test_taking_a_transfer_waits_for_no_commit(tmp_path: Path) -> None:
+    """A transfer is taken while another process holds the write lock (a commit would wait for
+    it); its move to in flight lands once the lock is gone, before the hop receipt's record."""
+    data, meta = pkg(1)
+    async with SqliteStore(tmp_path, StoreSettings(busy_timeout_ms=600_000)) as store:
+        pid, _ = await store.put_package(data, meta, T0)
+        (tid,) = await store.enqueue(pid, {"000.00.00.G22": ["x"]}, T0)
+        other = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            async with asyncio.timeout(300):
+                lease = await store.lease_transfer("000.00.00.G22", T0)
+        finally:
+            other.execute("ROLLBACK")
+        assert lease is not None
+        assert lease.transfer_id == tid
+        assert await store.ack(tid, lease.sha256, T0 + 1) is True
+        assert (await store.get_package(pid)).state == PackageState.DONE
+        assert (await store.journal_verify()).ok
+    db = sqlite3.connect(tmp_path / "store.sqlite3")
+    moves = db.execute(
+        "SELECT from_state, to_state FROM journal WHERE entity = 'transfer' ORDER BY seq"
+    ).fetchall()
+    assert moves == [(None, "queued"), ("queued", "in_flight"), ("in_flight", "acked")]

@@ -24,6 +24,7 @@ from lienthong.store.model import (
     Receipt,
     ReceiveOutcome,
     ReceiveResult,
+    Reply,
 )
 from lienthong.store.sqlite import SqliteStore
 
@@ -42,6 +43,7 @@ __all__ = [
     "Receipt",
     "ReceiveOutcome",
     "ReceiveResult",
+    "Reply",
     "SqliteStore",
     "Store",
     "StoreTransientError",

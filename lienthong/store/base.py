@@ -27,6 +27,7 @@ from lienthong.store.model import (
     QueueSummary,
     Receipt,
     ReceiveResult,
+    Reply,
 )
 
 
@@ -132,6 +133,19 @@ class Store(Protocol):
 
     async def inbox_add(self, package_id: str, recipients: Sequence[str], now: float) -> None:
         """Deliver a verified package to the local ``recipients`` (verified -> delivered)."""
+        ...
+
+    async def deliver(
+        self,
+        package_id: str,
+        recipients: Sequence[str],
+        now: float,
+        replies: Sequence[Reply] = (),
+        receipt: Receipt | None = None,
+    ) -> None:
+        """Deliver a checked package to local ``recipients`` (stored or verified -> delivered),
+        record ``receipt``, and store each reply made here (signed -> stored, then routed to its
+        hops and/or delivered here), all in one commit."""
         ...
 
     async def inbox_list(

@@ -204,3 +204,16 @@ class QueueSummary:
     conflicts: int = 0
     oldest_per_hop: Mapping[str, float] = field(default_factory=dict)
     """Age in seconds of the oldest queued or in-flight transfer, per next hop that has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A package made here in answer to one being delivered (a signed status), stored in the
+    same commit as that delivery: queued for ``hops``, and delivered to ``local`` recipients
+    here with ``receipt`` recorded (a status whose sender is served here)."""
+
+    data: bytes
+    meta: PackageMeta
+    hops: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    local: tuple[str, ...] = ()
+    receipt: Receipt | None = None

@@ -89,6 +89,7 @@ from lienthong.store.model import (
     Receipt,
     ReceiveOutcome,
     ReceiveResult,
+    Reply,
 )
 
 T = TypeVar("T")
@@ -189,7 +190,7 @@ Op = Callable[[_Tx], T]
 class _Pending:
     op: Op[Any]
     future: asyncio.Future[Any]
-    blob: tuple[str, bytes] | None = None  # (sha256, bytes) of a package file the op refers to
+    blobs: tuple[tuple[str, bytes], ...] = ()  # (sha256, bytes) of package files it refers to
     durable: bool = True  # False: may be lost on power loss (see the module docstring)
 
 
@@ -221,6 +222,8 @@ class SqliteStore:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._more = asyncio.Event()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._reserved: dict[str, float] = {}
+        """Transfers taken whose move to in_flight is not committed yet, with the lease end."""
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
@@ -313,26 +316,31 @@ class SqliteStore:
     # -- the writer ----------------------------------------------------------------------
 
     async def _write(
-        self, op: Op[T], blob: tuple[str, bytes] | None = None, *, durable: bool = True
+        self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = (), *, durable: bool = True
     ) -> T:
         """Run ``op`` in the next grouped transaction; return once it is committed.
 
-        ``blob`` is package bytes ``(sha256, bytes)`` the op refers to; when they are too large
-        to live in the row they are written to a file, made durable with the rest of the
-        batch's files before the commit, unless a committed row already refers to them. If that
-        fails the op's work is undone and it raises the file's error. ``durable=False`` marks
+        ``blobs`` are package bytes ``(sha256, bytes)`` the op refers to; those too large to
+        live in their row are written to files, made durable with the rest of the batch's files
+        before the commit, unless a committed row already refers to them. If that fails the
+        op's work is undone and it raises the file's error. ``durable=False`` marks
         bookkeeping that may be lost on power loss (its commit does not fsync by itself).
         """
+        # The operation commits even if this caller is cancelled while waiting.
+        return await asyncio.shield(self._submit(op, blobs, durable))
+
+    def _submit(
+        self, op: Op[T], blobs: Sequence[tuple[str, bytes]], durable: bool
+    ) -> asyncio.Future[T]:
+        """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        pending = _Pending(op, future, blob, durable)
-        if blob is not None and len(blob[1]) < self.settings.inline_max_bytes:
-            pending.blob = None  # lives in its row
-        self._queue.put_nowait(pending)
+        # Those under the limit live in their row.
+        files = tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
+        self._queue.put_nowait(_Pending(op, future, files, durable))
         self._more.set()
-        # The operation commits even if this caller is cancelled while waiting.
-        return await asyncio.shield(future)
+        return future
 
     def _remember(self, package_id: str, data: bytes) -> None:
         """Keep the bytes of a package just committed: it is usually sent on at once, and
@@ -450,7 +458,7 @@ class SqliteStore:
         Runs inside the batch's write transaction, and only this thread inserts packages, so a
         digest with no row here gets none before this batch commits: its file is (re)written.
         """
-        wanted = {item.blob[0]: item.blob[1] for item in batch if item.blob is not None}
+        wanted = {digest: data for item in batch for digest, data in item.blobs}
         if wanted:
             known = db.execute(
                 "SELECT value FROM json_each(?) WHERE value IN (SELECT package_id FROM packages)",
@@ -466,9 +474,9 @@ class SqliteStore:
     def _fail_blob_ops(self, batch: list[_Pending], error: StoreTransientError) -> list[Outcome]:
         """The files of the rolled-back batch failed: so do the operations that needed one;
         the others run again, alone."""
-        rest = [item for item in batch if item.blob is None]
+        rest = [item for item in batch if not item.blobs]
         again = iter(self._run_batch(rest) if rest else [])
-        return [(False, error) if item.blob is not None else next(again) for item in batch]
+        return [(False, error) if item.blobs else next(again) for item in batch]
 
     def _db_error(self, exc: sqlite3.Error, what: str) -> Exception:
         """The SQLite error as the project's error naming the cause."""
@@ -511,9 +519,9 @@ class SqliteStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _intake(self, op: Op[T], blob: tuple[str, bytes] | None = None) -> T:
+    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = ()) -> T:
         try:
-            return await self._write(op, blob)
+            return await self._write(op, blobs)
         except StoreTransientError as exc:
             self._blocked = str(exc)
             raise
@@ -556,7 +564,7 @@ class SqliteStore:
             _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
             return False
 
-        duplicate = await self._intake(op, (pid, data))
+        duplicate = await self._intake(op, [(pid, data)])
         self._remember(pid, data)
         return pid, duplicate
 
@@ -597,7 +605,7 @@ class SqliteStore:
             outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
             return ReceiveResult(outcome, pid)
 
-        result = await self._intake(op, (pid, data))
+        result = await self._intake(op, [(pid, data)])
         if result.outcome is not ReceiveOutcome.CONFLICT:
             self._remember(pid, data)
             return result
@@ -697,7 +705,83 @@ class SqliteStore:
         return await self._write(op)
 
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
-        """Take the next due transfer and count the attempt, in one transaction."""
+        """Take the next due transfer and count the attempt.
+
+        Taking a queued transfer costs one read and no wait for a commit: the transfer is
+        reserved here at once, and its move to in_flight (attempt counted) joins the next
+        grouped commit. Writes run in the order they are handed over, so a hop receipt or a
+        failure of the attempt, recorded later, always finds it in flight. A transfer whose
+        lease ran out is taken in a write transaction of its own (the retry schedule decides).
+        """
+        reserved = dict(self._reserved)
+        hop = "" if next_hop is None else " AND t.next_hop = ?"
+        extra = () if next_hop is None else (next_hop,)
+
+        def find(db: sqlite3.Connection) -> tuple[bool, list[sqlite3.Row]]:
+            expired = db.execute(
+                "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
+                f" AND lease_expires_at <= ?{hop} LIMIT 1",
+                (now, *extra),
+            ).fetchone()
+            rows = db.execute(
+                "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients, t.attempts,"  # noqa: S608
+                " p.kind, p.document_id, p.sender FROM transfers t"
+                " JOIN packages p USING (package_id)"
+                f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
+                " ORDER BY t.next_attempt_at LIMIT ?",
+                (now, *extra, len(reserved) + 1),
+            ).fetchall()
+            return expired is not None, rows
+
+        expired, found = await self._read(find)
+        # A reservation whose lease ran out before its write landed counts as run out too.
+        if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
+            return await self._lease_in_transaction(next_hop, now)
+        rows = [r for r in found if r["transfer_id"] not in self._reserved]
+        if not rows:
+            return None
+        row = rows[0]
+        tid, attempt = str(row["transfer_id"]), int(row["attempts"]) + 1
+        token = uuid.uuid4().hex
+        expires = now + self.settings.lease_s
+        self._reserved[tid] = expires
+
+        def op(tx: _Tx) -> None:
+            tx.move(
+                "transfer",
+                tid,
+                TransferState.IN_FLIGHT,
+                now,
+                f"attempt {attempt}",
+                {"attempts": attempt, "lease_token": token, "lease_expires_at": expires},
+            )
+
+        def settled(done: asyncio.Future[None]) -> None:
+            self._reserved.pop(tid, None)
+            if not done.cancelled() and done.exception() is not None:
+                # Another writer moved it first: the attempt's receipt or failure finds it
+                # in another state and changes nothing; the transfer is taken again later.
+                _log.warning("lease_not_recorded", transfer_id=tid, reason=str(done.exception()))
+
+        # Handed over before returning, so whatever the sender records next comes after it.
+        # Taking a transfer need not survive power loss: it would only be sent again.
+        self._submit(op, (), durable=False).add_done_callback(settled)
+        return Lease(
+            tid,
+            row["package_id"],
+            row["next_hop"],
+            tuple(json.loads(row["recipients"])),
+            row["kind"],
+            row["document_id"],
+            row["package_id"],
+            attempt,
+            token,
+            expires,
+            row["sender"],
+        )
+
+    async def _lease_in_transaction(self, next_hop: str | None, now: float) -> Lease | None:
+        """Take the next due transfer in one write transaction, a lease that ran out first."""
         policy = self.settings.retry
 
         def op(tx: _Tx) -> Lease | None:
@@ -967,15 +1051,48 @@ class SqliteStore:
         """Deliver a verified package to local recipients."""
 
         def op(tx: _Tx) -> None:
-            tx.move("package", package_id, PackageState.DELIVERED, now, ", ".join(recipients))
-            for recipient in recipients:
-                tx.run(
-                    "INSERT INTO inbox (package_id, recipient, state, added_at) VALUES (?,?,?,?)",
-                    (package_id, recipient, InboxState.NEW.value, now),
-                )
-                tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
+            _inbox_add(tx, package_id, recipients, now)
 
         await self._write(op)
+
+    async def deliver(
+        self,
+        package_id: str,
+        recipients: Sequence[str],
+        now: float,
+        replies: Sequence[Reply] = (),
+        receipt: Receipt | None = None,
+    ) -> None:
+        """Deliver a checked package to local ``recipients`` (-> verified -> delivered), record
+        ``receipt`` and store the ``replies`` made here (status 01 ...), each routed or
+        delivered here, all in one commit: no stop in between can lose a reply."""
+
+        def op(tx: _Tx) -> None:
+            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
+            if row is not None and row[0] == PackageState.STORED:
+                tx.move("package", package_id, PackageState.VERIFIED, now)
+            _inbox_add(tx, package_id, recipients, now)
+            if receipt is not None:
+                _add_receipt(tx, receipt)
+            for reply in replies:
+                pid = reply.meta.sha256
+                if tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
+                    continue  # made before, with the same bytes: stored and routed then
+                inline = self._inline(reply.data)
+                _insert_package(tx, reply.meta, inline, None, PackageState.SIGNED, now)
+                if reply.local:
+                    tx.move("package", pid, PackageState.VERIFIED, now)
+                    _inbox_add(tx, pid, reply.local, now)
+                    if reply.receipt is not None:
+                        _add_receipt(tx, reply.receipt)
+                if reply.hops:
+                    _route(tx, pid, reply.hops, now)
+
+        for reply in replies:
+            reply.meta.check(reply.data)
+        await self._write(op, [(r.meta.sha256, r.data) for r in replies])
+        for reply in replies:
+            self._remember(reply.meta.sha256, reply.data)
 
     async def inbox_list(
         self, recipient: str | None = None, pending: bool = True
@@ -1232,6 +1349,17 @@ def _due_transfer(tx: _Tx, next_hop: str | None, now: float) -> sqlite3.Row | No
         " ORDER BY next_attempt_at LIMIT 1",
         (now, *extra),
     )
+
+
+def _inbox_add(tx: _Tx, package_id: str, recipients: Sequence[str], now: float) -> None:
+    """Deliver the package to ``recipients`` here: delivered, one new inbox entry each."""
+    tx.move("package", package_id, PackageState.DELIVERED, now, ", ".join(recipients))
+    for recipient in recipients:
+        tx.run(
+            "INSERT INTO inbox (package_id, recipient, state, added_at) VALUES (?,?,?,?)",
+            (package_id, recipient, InboxState.NEW.value, now),
+        )
+        tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
 
 
 def _add_receipt(tx: _Tx, r: Receipt) -> None:
