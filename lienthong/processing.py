@@ -35,6 +35,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -47,7 +48,7 @@ from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
-from lienthong.store import PackageMeta, PackageState, Receipt, Store
+from lienthong.store import PackageMeta, PackageState, Receipt, Reply, Store
 from lienthong.store.model import PackageRecord
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
 from lienthong.trust.pki import common_name
@@ -79,6 +80,18 @@ class Submitted:
 def certificate_fingerprint(cert: x509.Certificate) -> str:
     """The sha256 fingerprint (lower-case hex) the directory lists signers by."""
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _status_receipt(status: StatusPackage, now: float) -> Receipt:
+    """The receipt a status package delivered here records for its document."""
+    return Receipt(
+        status.document_id,
+        "status",
+        status.status_code,
+        status.sender,
+        now,
+        status.description or "",
+    )
 
 
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
@@ -208,31 +221,76 @@ class Processor:
         return local, hops
 
     async def _deliver(self, package_id: str, pkg: Package, local: tuple[str, ...]) -> None:
+        """Deliver to the ``local`` recipients; a document's status 01 from each is signed
+        first and stored (queued, or delivered here) in the same commit as the delivery, so
+        no stop can deliver a document without its status 01."""
         now = self.clock()
-        record = await self.store.get_package(package_id)
-        if record.state != PackageState.VERIFIED:
-            await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
-        await self.store.inbox_add(package_id, local, now)
-        self.metrics.delivered(pkg.kind, len(local))
-        _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
         if isinstance(pkg, StatusPackage):
-            await self.store.record_receipt(
-                Receipt(
-                    pkg.document_id,
-                    "status",
-                    pkg.status_code,
-                    pkg.sender,
-                    now,
-                    pkg.description or "",
-                )
-            )
+            receipt = _status_receipt(pkg, now)
+            await self.store.deliver(package_id, local, now, receipt=receipt)
+            self._delivered(pkg, local)
             self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
             return
-        request = business.request_of(pkg)
+        assert isinstance(pkg, EdocPackage)
+        replies: list[tuple[Reply, StatusPackage, str]] = []
+        unroutable: list[str] = []
         for recipient in local:
+            made = await self._reply(pkg, recipient, receipts.ARRIVED, (), now)
+            if made is None:
+                unroutable.append(recipient)
+            elif made is not False:
+                replies.append((*made, recipient))
+        await self.store.deliver(package_id, local, now, [reply for reply, _, _ in replies])
+        self._delivered(pkg, local)
+        for reply, status, recipient in replies:
+            if reply.local:
+                self._delivered(status, reply.local)
+                self.metrics.status_arrived(status.document_id, status.status_code, now)
+            if reply.hops:
+                self.on_enqueued(reply.hops)
+            _log.info(
+                "status_sent",
+                document_id=pkg.document_id,
+                status=status.status_code,
+                reporter=recipient,
+            )
+        for recipient in unroutable:  # rare: refused on the way back, as any package is
             await self._answer(pkg, recipient, receipts.ARRIVED, ())
-            if request is not None:
+        request = business.request_of(pkg)
+        if request is not None:
+            for recipient in local:
                 await self._apply(pkg, request, recipient, now)
+
+    def _delivered(self, pkg: Package, local: Sequence[str]) -> None:
+        self.metrics.delivered(pkg.kind, len(local))
+        _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
+
+    async def _reply(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str], now: float
+    ) -> tuple[Reply, StatusPackage] | Literal[False] | None:
+        """The signed status ``code`` from ``reporter`` about ``document``, ready to store with
+        its route; False when none can be sent (its sender is not in the directory, logged),
+        None when its sender cannot be routed (left to :meth:`_answer`, which refuses it)."""
+        status = self._status(document, reporter, code, reasons, now)
+        if status is None:
+            return False
+        recipients = _recipients_of(status)
+        split = split_by_next_hop(self.me, self.directory, recipients)
+        if split.refused:
+            return None
+        signed = await off_loop(sign_package, build(status), self.identity)
+        meta = PackageMeta.for_bytes(
+            signed, status.document_id, "status", status.sender, recipients
+        )
+        local = tuple(split.local)
+        reply = Reply(
+            signed,
+            meta,
+            hops={hop: tuple(codes) for hop, codes in split.by_hop.items()},
+            local=local,
+            receipt=_status_receipt(status, now) if local else None,
+        )
+        return reply, status
 
     async def _apply(
         self, pkg: EdocPackage, request: business.Request, recipient: str, now: float
@@ -330,10 +388,11 @@ class Processor:
         agency = self.directory.get(code)
         return Organization(code, agency.name if agency and agency.name else code)
 
-    async def _answer(
-        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
-    ) -> None:
-        """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
+    def _status(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str], now: float
+    ) -> StatusPackage | None:
+        """The status ``code`` from ``reporter`` about ``document`` (unsigned), or None when
+        its sender is not in the directory (logged: it cannot be sent)."""
         if document.sender not in self.directory:
             _log.warning(
                 "status_not_sent",
@@ -341,19 +400,21 @@ class Processor:
                 status=code,
                 reason=f"the sender {document.sender} is not in the directory",
             )
-            return
-        status = receipts.status_for(
-            document,
-            reporter=self._organization(reporter),
-            code=code,
-            reasons=reasons,
-            now=self.clock(),
+            return None
+        return receipts.status_for(
+            document, reporter=self._organization(reporter), code=code, reasons=reasons, now=now
         )
+
+    async def _answer(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
+    ) -> None:
+        """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
+        status = self._status(document, reporter, code, reasons, self.clock())
+        if status is None:
+            return
         signed = await off_loop(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
-        _log.info(
-            "status_sent", document_id=document.document_id, status=code, reporter=reporter
-        )
+        _log.info("status_sent", document_id=document.document_id, status=code, reporter=reporter)
 
     async def answer_expired(self, package_ids: Iterable[str]) -> int:
         """Send a status 02 for each expired document package; how many were answered.

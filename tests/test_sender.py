@@ -59,7 +59,7 @@ async def test_transfer_queued_during_a_look_is_taken_without_waiting_for_the_po
         task = asyncio.create_task(sender.run())
         try:
             async with asyncio.timeout(60):
-                while store.looks < 2:
+                while store.looks < 2:  # noqa: ASYNC110 - polls state the code under test owns
                     await asyncio.sleep(0.01)
         finally:
             sender.stop_taking()
