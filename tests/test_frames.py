@@ -150,6 +150,13 @@ def test_labels_ride_every_chunk_and_reach_the_package() -> None:
         fresh.add(other)
 
 
+def test_label_too_long_to_carry_is_left_out() -> None:
+    """A DocumentId longer than a label may be is not put in the frames, which stay valid."""
+    (frame,) = split_into_frames("t-1", "edoc", [R1], b"abc", 100, document="x" * 300)
+    assert frame.document == ""
+    assert decode_frame(encode_frame(frame)) == frame
+
+
 @pytest.mark.parametrize("value", [7, "x" * 300])
 def test_label_that_is_not_short_text_is_refused(value: object) -> None:
     """A document or origin label that is not text of at most 256 characters is refused."""

@@ -311,11 +311,14 @@ def split_into_frames(
     """Cut ``data`` into frames of at most ``max_chunk`` payload bytes (one frame if empty).
 
     ``sha256`` is the digest of ``data`` when the caller knows it (the store's package id), so
-    it is not computed again; ``document`` and ``origin`` label the frames."""
+    it is not computed again; ``document`` and ``origin`` label the frames (left out when
+    longer than :data:`MAX_LABEL`)."""
     if max_chunk < 1:
         raise ValueError(f"max_chunk must be at least 1, not {max_chunk}")
     codes = tuple(recipients)
     digest = sha256 or hashlib.sha256(data).hexdigest()
+    # A label too long to carry is left out: the next node then reads the package for it.
+    document, origin = (label if len(label) <= MAX_LABEL else "" for label in (document, origin))
     count = max(1, -(-len(data) // max_chunk))
     return [
         TransferFrame(
