@@ -18,6 +18,7 @@ Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lienthong.edxml.codes import code_problem
+from lienthong.edxml.codes import code_problem as _code_problem_uncached
 from lienthong.errors import PeerInputError
 
 __all__ = [
@@ -65,6 +66,13 @@ _TRANSFER_LABELS = ("document", "origin")
 them. Labels for logs and traces on the way; never trusted for a decision."""
 MAX_LABEL = 256
 _RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status"})
+
+
+@functools.lru_cache(maxsize=4096)
+def code_problem(code: str) -> str | None:
+    """What is wrong with an agency code, or None; remembered, since every frame and topic
+    names the same few codes again."""
+    return _code_problem_uncached(code)
 
 
 class FrameError(PeerInputError):
