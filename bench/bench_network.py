@@ -2,7 +2,7 @@
 ``lienthong run`` daemons and five mosquitto brokers (TLS client certificates + ACL), against raw
 aiomqtt QoS 1 publish-to-receive on the same brokers in the same run.
 
-Run: ``.venv/bin/python bench/bench_network.py [--packages N] [--paced N] [--rate R] [--keep]``
+Run: ``.venv/bin/python bench/bench_network.py [--packages N] [--paced N] [--rate R]... [--keep]``
 (``--help`` for the rest; ``--keep`` leaves the folder with every daemon's log and store).
 
 The network is config/topologies/four-tier.toml (:class:`lienthong.devnet.network.Network`);
@@ -28,8 +28,14 @@ before the daemons start: the brokers force client id = certificate CN, so a rel
 daemon of the same node cannot be connected at once. Same payload size, same pacing.
 
 Two shapes for each: ``paced`` (``--paced`` messages at ``--rate`` per second: latency at light
-load) and ``burst`` (``--packages`` messages submitted by ``--concurrency`` callers at once:
-throughput, and latency including queueing).
+load; ``--rate`` may be given more than once) and ``burst`` (``--packages`` messages submitted by
+``--concurrency`` callers at once: throughput, and latency including queueing).
+
+CPU: over each burst, the user + system CPU time of every process involved is read from
+``/proc/<pid>/stat``. For lienthong, each daemon's CPU is divided by the transfers it handled
+(packages it stored in the burst: each document and its status 01); for the raw relay, this
+process (which runs every relay client) and the five brokers are divided by messages x hops.
+``--profile CODE`` records a py-spy flame graph of that node's daemon over the burst.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ import math
 import os
 import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +84,7 @@ ROUTE = [
 SOURCE, DESTINATION = ROUTE[0], ROUTE[-1]
 ARRIVAL_TIMEOUT_S = 120.0
 POLL_STORE_S = 0.2
+TICKS = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
 Item = tuple[str, bytes]
@@ -96,6 +105,36 @@ class Figures:
     def rate(self) -> float:
         """Messages per second, first submission to last arrival."""
         return self.count / self.seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of stat(5) (utime, stime), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.used: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+        self._self_start = 0.0
+
+    def start(self) -> None:
+        """Note every process's CPU time now (and this process's)."""
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._self_start = time.process_time()
+
+    def stop(self) -> None:
+        """CPU seconds each process used since :meth:`start`; ``"bench"`` is this process."""
+        self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        self.used["bench"] = time.process_time() - self._self_start
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -276,16 +315,52 @@ async def baseline(net: Network, args: argparse.Namespace, size: int) -> list[Fi
         items = raw_items("h", args.packages, size)
         rows.append(await chain.measure("raw aiomqtt, 1 hop, burst", items, None, args.concurrency))
     async with RelayChain(net, ROUTE, nodelay=True) as chain:
-        items = raw_items("n", args.paced, size)
-        rows.append(await chain.measure("raw, TCP_NODELAY, 6 hops, paced", items, args.rate, 1))
+        rate = args.rate[0]
+        items = raw_items("n", paced_count(args, rate), size)
+        label = f"raw, TCP_NODELAY, 6 hops, paced {rate:g}/s"
+        rows.append(await chain.measure(label, items, rate, 1))
     async with RelayChain(net, ROUTE) as chain:
-        items = raw_items("p", args.paced, size)
-        rows.append(await chain.measure("raw aiomqtt, 6 hops, paced", items, args.rate, 1))
+        for rate in args.rate:
+            items = raw_items("p", paced_count(args, rate), size)
+            label = paced_label("raw aiomqtt", rate)
+            rows.append(await chain.measure(label, items, rate, args.concurrency))
         items = raw_items("b", args.packages, size)
+        meter = CpuMeter(broker_pids(net))
+        meter.start()
         rows.append(
             await chain.measure("raw aiomqtt, 6 hops, burst", items, None, args.concurrency)
         )
+        meter.stop()
+    hops = len(ROUTE) - 1
+    ms = sum(meter.used.values()) * 1000 / (args.packages * hops)
+    CPU_LINES.append(
+        f"raw relay: {ms:.2f} ms CPU per message per hop (relay clients and five brokers,"
+        f" {sum(meter.used.values()):.1f} CPU-s for {args.packages} x {hops})"
+    )
     return rows
+
+
+CPU_LINES: list[str] = []
+"""CPU figures of the run, printed after the table."""
+
+
+def broker_pids(net: Network) -> dict[str, int]:
+    """The process id of every broker, by name."""
+    return {
+        f"broker {code}": broker.process.pid
+        for code, broker in net.brokers.items()
+        if broker.process is not None
+    }
+
+
+def paced_count(args: argparse.Namespace, rate: float) -> int:
+    """Messages of a paced phase at ``rate``: ``--paced``, or ``--paced-seconds`` worth."""
+    return int(args.paced_seconds * rate) if args.paced_seconds else args.paced
+
+
+def paced_label(what: str, rate: float) -> str:
+    """The row label of a paced phase."""
+    return f"{what}, 6 hops, paced {rate:g}/s"
 
 
 # -- lienthong ----------------------------------------------------------------------------------
@@ -385,14 +460,79 @@ class LienthongRoute:
 
 
 async def lienthong(net: Network, args: argparse.Namespace, attachment: int) -> list[Figures]:
-    """The lienthong rows: six hops paced, then in a burst."""
+    """The lienthong rows: six hops paced, then in a burst (with each daemon's CPU)."""
+    rows = []
     async with LienthongRoute(net) as route:
-        paced = edoc_items(1, args.paced, attachment)
+        for n, rate in enumerate(args.rate):
+            paced = edoc_items(10 + n, paced_count(args, rate), attachment)
+            # Several submitters, each starting on the schedule: one alone (it validates and
+            # signs) could not keep up with the faster rates.
+            label = paced_label("lienthong", rate)
+            rows.append(await route.measure(label, paced, rate, args.concurrency))
         burst = edoc_items(2, args.packages, attachment)
-        return [
-            await route.measure("lienthong, 6 hops, paced", paced, args.rate, 1),
-            await route.measure("lienthong, 6 hops, burst", burst, None, args.concurrency),
-        ]
+        pids = {code: node.process.pid for code, node in net.nodes.items() if node.process}
+        meter = CpuMeter({**pids, **broker_pids(net)})
+        profiler = start_profile(net, args)
+        started = time.time()
+        meter.start()
+        rows.append(await route.measure("lienthong, 6 hops, burst", burst, None, args.concurrency))
+        meter.stop()
+        stop_profile(profiler)
+        for code in ROUTE:
+            handled = stored_since(net, code, started)
+            CPU_LINES.append(
+                f"lienthong {code}: {meter.used[code] * 1000 / max(1, handled):.2f} ms CPU per"
+                f" transfer ({meter.used[code]:.1f} CPU-s, {handled} packages stored)"
+            )
+        brokers = sum(v for k, v in meter.used.items() if k.startswith("broker"))
+        CPU_LINES.append(
+            f"lienthong burst: brokers {brokers:.1f} CPU-s, this process (submission at"
+            f" {SOURCE}) {meter.used['bench']:.1f} CPU-s"
+        )
+    return rows
+
+
+def stored_since(net: Network, code: str, since: float) -> int:
+    """Packages ``code``'s node stored at or after ``since`` (documents and statuses)."""
+    path = net.nodes[code].workdir / "state" / "store.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM packages WHERE created_at >= ?", (since,)
+        ).fetchone()
+    return int(count)
+
+
+def start_profile(net: Network, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the daemon of ``--profile`` (CPU mode), or None."""
+    if not args.profile:
+        return None
+    node = net.nodes[args.profile]
+    assert node.process is not None
+    out = Path(args.profile_out)
+    print(f"profiling {args.profile} into {out}", file=sys.stderr)
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(node.process.pid),
+            "--rate",
+            "200",
+            "--format",
+            args.profile_format,
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    """Stop py-spy so it writes its output."""
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -400,9 +540,8 @@ async def lienthong(net: Network, args: argparse.Namespace, attachment: int) -> 
 
 def print_table(rows: Sequence[Figures], args: argparse.Namespace, size: int) -> None:
     """The rows, then the raw-to-lienthong ratios over six hops."""
-    print(
-        f"payload {size} bytes; paced at {args.rate:g}/s; burst from {args.concurrency} submitters"
-    )
+    rates = ", ".join(f"{rate:g}/s" for rate in args.rate)
+    print(f"payload {size} bytes; paced at {rates}; burst from {args.concurrency} submitters")
     print(f"lienthong transfer.poll_s = {args.poll:g}, transfer.window = {args.window}")
     print(f"{'mode':<32} {'messages':>8} {'msg/s':>8} {'p50 ms':>9} {'p99 ms':>9}")
     for row in rows:
@@ -410,7 +549,8 @@ def print_table(rows: Sequence[Figures], args: argparse.Namespace, size: int) ->
             f"{row.label:<32} {row.count:>8} {row.rate:>8.1f} {row.p50_ms:>9.1f} {row.p99_ms:>9.1f}"
         )
     by_label = {row.label: row for row in rows}
-    for shape in ("paced", "burst"):
+    shapes = [f"paced {rate:g}/s" for rate in args.rate] + ["burst"]
+    for shape in shapes:
         raw = by_label[f"raw aiomqtt, 6 hops, {shape}"]
         ours = by_label[f"lienthong, 6 hops, {shape}"]
         # Paced rows run at the pacing rate by construction: only their latencies compare.
@@ -419,6 +559,8 @@ def print_table(rows: Sequence[Figures], args: argparse.Namespace, size: int) ->
             f"6 hops, {shape}: {speed}latency lienthong/raw"
             f" p50 {ours.p50_ms / raw.p50_ms:.1f}, p99 {ours.p99_ms / raw.p99_ms:.1f}"
         )
+    for line in CPU_LINES:
+        print(line)
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -469,14 +611,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packages", type=int, default=200, help="burst size (default 200)")
     parser.add_argument("--paced", type=int, default=30, help="paced messages (default 30)")
-    parser.add_argument("--rate", type=float, default=5.0, help="paced rate per s (default 5)")
+    parser.add_argument(
+        "--rate", type=float, action="append", help="paced rate per s, repeatable (default 5)"
+    )
+    parser.add_argument(
+        "--paced-seconds", type=float, default=0.0, help="paced phases this long (not --paced)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="burst submitters (8)")
     parser.add_argument("--size", type=int, default=5120, help="package bytes (5120)")
     parser.add_argument("--poll", type=float, default=0.05, help="transfer.poll_s (0.05)")
     parser.add_argument("--window", type=int, default=8, help="transfer.window (8)")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the folder (logs, stores)")
+    parser.add_argument("--profile", default="", help="node code whose daemon py-spy records")
+    parser.add_argument("--profile-out", default="profile.svg", help="py-spy output file")
+    parser.add_argument(
+        "--profile-format", default="flamegraph", help="py-spy format (flamegraph, raw, ...)"
+    )
     args = parser.parse_args()
+    args.rate = args.rate or [5.0]
     configure(json=False, level="warning", stream=sys.stderr)
     # SIGTERM unwinds like Ctrl-C (see run_async), so every process is ended on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -78,6 +78,12 @@ class StoreSettings:
     )
     package_max_age_s: float = _setting(7 * 86400.0, _positive, "dead-letter packages this old")
     busy_timeout_ms: int = _setting(5000, _at_least_one, "wait this long for a locked database")
+    inline_max_bytes: int = _setting(
+        16 * 1024, _not_negative, "packages smaller than this live in their database row"
+    )
+    intake_retry_s: float = _setting(
+        5.0, _positive, "while intake is stopped (disk full), try the disk again this often"
+    )
     retry: RetrySettings = field(default_factory=RetrySettings)
 
 

@@ -132,6 +132,8 @@ class Node:
             max_package_bytes=config.transfer.max_package_bytes,
             clock=clock,
             metrics=self.metrics,
+            transit=lambda recipients: self.processor.transit_hops(recipients),
+            on_routed=self._wake_senders,
         )
         self.senders = self._make_senders()
         authority = config.directory.authority

@@ -12,8 +12,12 @@ Reception (a neighbour -> this node, already durably stored and answered with a 
 
     recipients served here?  yes -> verify signature + validate -> inbox, status 01 back
                                                                | quarantine, status 02 back
-                             others -> one transfer per next hop (a transit node checks only
-                                       the digest, which reassembly and the store have done)
+                             others -> one transfer per next hop
+
+A package only passing through (:meth:`Processor.transit_hops` gives its next hops: no
+recipient here, every one routable) never reaches the processor: the receiver stores and routes
+it in one commit without reading it; the digest, checked on reassembly, proves the bytes, and
+the destination verifies the signature.
 
 A refused package is quarantined as a whole even when other recipients lie further on: its
 signature or content is what failed, and it would fail the same way there. Status packages
@@ -31,6 +35,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -45,7 +50,7 @@ from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
-from lienthong.store import PackageMeta, PackageState, Receipt, Store
+from lienthong.store import PackageMeta, PackageState, Receipt, Reply, Store
 from lienthong.store.model import OpenTransfer, PackageRecord, Rerouted
 from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
 from lienthong.trust.pki import common_name
@@ -122,6 +127,18 @@ def _frame_disagreement(
         if code not in named
     ]
     return problems
+
+
+def _status_receipt(status: StatusPackage, now: float) -> Receipt:
+    """The receipt a status package delivered here records for its document."""
+    return Receipt(
+        status.document_id,
+        "status",
+        status.status_code,
+        status.sender,
+        now,
+        status.description or "",
+    )
 
 
 def _recipients_of(pkg: Package) -> tuple[str, ...]:
@@ -258,7 +275,7 @@ class Processor:
         hops = {hop: tuple(rs) for hop, rs in split.by_hop.items()}
         if hops:
             await self.store.enqueue(package_id, hops, now)
-            _log.info("package_routed", document_id=pkg.document_id, hops=hops)
+            _log.debug("package_routed", document_id=pkg.document_id, hops=hops)
             self.on_enqueued(hops)
         if split.refused:
             reasons = await self._unroutable(pkg, split.refused)
@@ -279,13 +296,43 @@ class Processor:
         return reasons
 
     async def _deliver(self, package_id: str, pkg: Package, local: tuple[str, ...]) -> None:
+        """Deliver to the ``local`` recipients; a document's status 01 from each is signed
+        first and stored (queued, or delivered here) in the same commit as the delivery, so
+        no stop can deliver a document without its status 01."""
         now = self.clock()
-        record = await self.store.get_package(package_id)
-        if record.state != PackageState.VERIFIED:
-            await self.store.set_package_state(package_id, PackageState.VERIFIED, now)
+        if isinstance(pkg, StatusPackage):
+            receipt = _status_receipt(pkg, now)
+            await self.store.deliver(package_id, local, now, receipt=receipt)
+            self._delivered(pkg, local)
+            self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
+            return
+        assert isinstance(pkg, EdocPackage)
         answers = await self._carry_out(pkg, local, now)
-        await self.store.inbox_add(package_id, local, now)
-        await self._after_delivery(pkg, local, answers, now)
+        replies: list[tuple[Reply, StatusPackage, str]] = []
+        unroutable: list[str] = []
+        for recipient in local:
+            made = await self._reply(pkg, recipient, receipts.ARRIVED, (), now)
+            if made is None:
+                unroutable.append(recipient)
+            elif made is not False:
+                replies.append((*made, recipient))
+        await self.store.deliver(package_id, local, now, [reply for reply, _, _ in replies])
+        self._delivered(pkg, local)
+        for reply, status, recipient in replies:
+            if reply.local:
+                self._delivered(status, reply.local)
+                self.metrics.status_arrived(status.document_id, status.status_code, now)
+            if reply.hops:
+                self.on_enqueued(reply.hops)
+            _log.info(
+                "status_sent",
+                document_id=pkg.document_id,
+                status=status.status_code,
+                reporter=recipient,
+            )
+        for recipient in unroutable:  # rare: refused on the way back, as any package is
+            await self._answer(pkg, recipient, receipts.ARRIVED, ())
+        await self._answer_requests(pkg, answers)
 
     async def _carry_out(
         self, pkg: Package, local: Sequence[str], now: float
@@ -303,6 +350,13 @@ class Processor:
             if request is not None and isinstance(pkg, EdocPackage)
         }
 
+    async def _answer_requests(
+        self, pkg: EdocPackage, answers: Mapping[str, tuple[str, list[str]]]
+    ) -> None:
+        """Answer each recipient's revoke, update or replace request (15 or 16)."""
+        for recipient, (code, reasons) in answers.items():
+            await self._answer(pkg, recipient, code, reasons)
+
     async def _after_delivery(
         self,
         pkg: Package,
@@ -310,28 +364,48 @@ class Processor:
         answers: Mapping[str, tuple[str, list[str]]],
         now: float,
     ) -> None:
-        """``pkg`` entered the inbox of ``local``: count it, record a status package's
-        receipt, or answer a document with its status 01 (and ``answers``)."""
-        self.metrics.delivered(pkg.kind, len(local))
-        _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
+        """``pkg`` entered the inbox of ``local`` by re-routing: count it, record a status
+        package's receipt, or answer a document with its status 01 (and ``answers``)."""
+        self._delivered(pkg, local)
         if isinstance(pkg, StatusPackage):
-            await self.store.record_receipt(
-                Receipt(
-                    pkg.document_id,
-                    "status",
-                    pkg.status_code,
-                    pkg.sender,
-                    now,
-                    pkg.description or "",
-                )
-            )
+            await self.store.record_receipt(_status_receipt(pkg, now))
             self.metrics.status_arrived(pkg.document_id, pkg.status_code, now)
             return
+        assert isinstance(pkg, EdocPackage)
         for recipient in local:
             await self._answer(pkg, recipient, receipts.ARRIVED, ())
-            if recipient in answers:
-                code, reasons = answers[recipient]
-                await self._answer(pkg, recipient, code, reasons)
+        await self._answer_requests(pkg, answers)
+
+    def _delivered(self, pkg: Package, local: Sequence[str]) -> None:
+        self.metrics.delivered(pkg.kind, len(local))
+        _log.info("package_delivered", document_id=pkg.document_id, recipients=list(local))
+
+    async def _reply(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str], now: float
+    ) -> tuple[Reply, StatusPackage] | Literal[False] | None:
+        """The signed status ``code`` from ``reporter`` about ``document``, ready to store with
+        its route; False when none can be sent (its sender is not in the directory, logged),
+        None when its sender cannot be routed (left to :meth:`_answer`, which refuses it)."""
+        status = self._status(document, reporter, code, reasons, now)
+        if status is None:
+            return False
+        recipients = _recipients_of(status)
+        split = split_by_next_hop(self.me, self.directory, recipients)
+        if split.refused:
+            return None
+        signed = await off_loop(sign_package, build(status), self.identity)
+        meta = PackageMeta.for_bytes(
+            signed, status.document_id, "status", status.sender, recipients
+        )
+        local = tuple(split.local)
+        reply = Reply(
+            signed,
+            meta,
+            hops={hop: tuple(codes) for hop, codes in split.by_hop.items()},
+            local=local,
+            receipt=_status_receipt(status, now) if local else None,
+        )
+        return reply, status
 
     async def _apply(
         self, pkg: EdocPackage, request: business.Request, recipient: str, now: float
@@ -356,6 +430,15 @@ class Processor:
         return code, list(reasons)
 
     # -- reception ----------------------------------------------------------------------------
+
+    def transit_hops(self, recipients: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+        """The next hops of a package that only passes through here, or None when it must be
+        read here (a recipient is served here, or one cannot be routed: refused with a status
+        02 from here)."""
+        split = split_by_next_hop(self.me, self.directory, recipients)
+        if split.local or split.refused or not split.by_hop:
+            return None
+        return {hop: tuple(codes) for hop, codes in split.by_hop.items()}
 
     async def process_received(self, package_id: str) -> None:
         """Act on a package a neighbour sent, already stored and acknowledged to it."""
@@ -526,10 +609,11 @@ class Processor:
         agency = self.directory.get(code)
         return Organization(code, agency.name if agency and agency.name else code)
 
-    async def _answer(
-        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
-    ) -> None:
-        """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
+    def _status(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str], now: float
+    ) -> StatusPackage | None:
+        """The status ``code`` from ``reporter`` about ``document`` (unsigned), or None when
+        its sender is not in the directory (logged: it cannot be sent)."""
         if document.sender not in self.directory:
             _log.warning(
                 "status_not_sent",
@@ -537,14 +621,18 @@ class Processor:
                 status=code,
                 reason=f"the sender {document.sender} is not in the directory",
             )
-            return
-        status = receipts.status_for(
-            document,
-            reporter=self._organization(reporter),
-            code=code,
-            reasons=reasons,
-            now=self.clock(),
+            return None
+        return receipts.status_for(
+            document, reporter=self._organization(reporter), code=code, reasons=reasons, now=now
         )
+
+    async def _answer(
+        self, document: EdocPackage, reporter: str, code: str, reasons: Sequence[str]
+    ) -> None:
+        """Send a signed status ``code`` about ``document`` from ``reporter`` back to its sender."""
+        status = self._status(document, reporter, code, reasons, self.clock())
+        if status is None:
+            return
         signed = await off_loop(sign_package, build(status), self.identity)
         await self._store_and_route(signed, status)
         _log.info("status_sent", document_id=document.document_id, status=code, reporter=reporter)

@@ -12,7 +12,7 @@ from lienthong.devnet.pki import DevPki
 from lienthong.directory import Directory
 from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor
-from lienthong.store import MemoryStore
+from lienthong.store import SqliteStore
 from lienthong.trust import TrustStore
 
 DATA = Path(__file__).parent / "data"
@@ -40,8 +40,9 @@ PROVINCE = "000.00.00.H49"
 
 @pytest.fixture
 def province(tmp_path: Path) -> Processor:
-    """The processor of the province node over an in-memory store, with real RSA keys, the
-    four-tier directory and a hand-moved clock (``processor.clock.now``)."""
+    """The processor of the province node over a SQLite store in a temporary folder (the test
+    opens it), with real RSA keys, the four-tier directory and a hand-moved clock
+    (``processor.clock.now``)."""
     pki = DevPki(tmp_path / "pki", key_type="rsa")
     cert, key = pki.client_files(PROVINCE)
     directory = Directory.from_mapping(tomllib.loads(topology_text("four-tier")))
@@ -50,6 +51,6 @@ def province(tmp_path: Path) -> Processor:
         directory=directory,
         identity=load_identity(key, cert),
         trust=TrustStore.from_pem([pki.cafile.read_bytes()]),
-        store=MemoryStore(),
+        store=SqliteStore(tmp_path / "province-state"),
         clock=Clock(),
     )

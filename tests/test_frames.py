@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 
@@ -129,6 +130,39 @@ def test_reassembled_package_carries_its_metadata() -> None:
     assert (package.transfer_id, package.kind, package.recipients) == ("t-1", "edoc", (R1, R2))
     assert package.sha256 == hashlib.sha256(data).hexdigest()
     assert reassembler.done
+
+
+def test_labels_ride_every_chunk_and_reach_the_package() -> None:
+    """DocumentId and sending agency labels round-trip, reach the package, and a chunk that
+    labels the transfer otherwise is refused; frames without labels decode as before."""
+    data = b"0123456789"
+    frames = split_into_frames("t-1", "edoc", [R1], data, 4, document="12/UBND", origin=R2)
+    assert all(decode_frame(encode_frame(f)) == f for f in frames)
+    reassembler = Reassembler()
+    package = [reassembler.add(f) for f in frames][-1]
+    assert package is not None
+    assert (package.document, package.origin) == ("12/UBND", R2)
+    assert "document" not in _header(encode_frame(_frames(data)[0]))
+    other = dataclasses.replace(frames[1], document="13/UBND")
+    fresh = Reassembler()
+    fresh.add(frames[0])
+    with pytest.raises(FrameError, match="labels"):
+        fresh.add(other)
+
+
+def test_label_too_long_to_carry_is_left_out() -> None:
+    """A DocumentId longer than a label may be is not put in the frames, which stay valid."""
+    (frame,) = split_into_frames("t-1", "edoc", [R1], b"abc", 100, document="x" * 300)
+    assert frame.document == ""
+    assert decode_frame(encode_frame(frame)) == frame
+
+
+@pytest.mark.parametrize("value", [7, "x" * 300])
+def test_label_that_is_not_short_text_is_refused(value: object) -> None:
+    """A document or origin label that is not text of at most 256 characters is refused."""
+    wire = encode_frame(_frames(b"abc", max_chunk=100)[0])
+    with pytest.raises(FrameError, match="document"):
+        decode_frame(_with_header(wire, document=value))
 
 
 def test_duplicates_after_completion_yield_nothing_more() -> None:

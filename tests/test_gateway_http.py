@@ -30,7 +30,7 @@ from lienthong.edxml.model import Organization
 from lienthong.gateway import Client, HashPolicy, Listener, make_app, serve
 from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor
-from lienthong.store import MemoryStore, SqliteStore, Store
+from lienthong.store import SqliteStore, Store
 from lienthong.trust import TrustStore
 
 NODE = "000.00.00.H49"
@@ -67,10 +67,10 @@ class Env:
         return await serve(app, port=0)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
     """The province node's gateway on a free local port."""
-    store: Store = SqliteStore(tmp_path / "state") if request.param == "sqlite" else MemoryStore()
+    store: Store = SqliteStore(tmp_path / "state")
     pki = DevPki(tmp_path / "pki", key_type="rsa")
     cert, key = pki.client_files(NODE)
     directory = Directory.from_mapping(tomllib.loads(topology_text("four-tier")))

@@ -25,7 +25,7 @@ from lienthong.health import (
     check_store,
 )
 from lienthong.keyfiles import load_identity
-from lienthong.store import MemoryStore, SqliteStore
+from lienthong.store import SqliteStore
 from lienthong.transport.link import Link, LinkSettings
 
 
@@ -59,12 +59,6 @@ async def test_store_check_commits_a_probe(tmp_path: Path) -> None:
     assert after.entries == before.entries
     assert not closed.ok
     assert "cannot write" in closed.reason
-
-
-async def test_store_check_on_the_memory_store() -> None:
-    """The in-memory store passes the same probe."""
-    async with MemoryStore() as store:
-        assert (await check_store(store)).ok
 
 
 def test_disk_check_applies_both_limits(tmp_path: Path) -> None:

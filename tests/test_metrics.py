@@ -28,7 +28,7 @@ from lienthong.edxml import build, new_edoc
 from lienthong.keyfiles import load_identity
 from lienthong.metrics import Metrics
 from lienthong.processing import Processor, SubmissionRefused
-from lienthong.store import MemoryStore, PackageMeta, SqliteStore, Store
+from lienthong.store import PackageMeta, SqliteStore, Store
 from lienthong.trust import TrustStore, sign_package
 
 NATIONAL = "000.00.00.G22"
@@ -235,12 +235,10 @@ async def test_signature_checks_and_refusals_at_reception(
     assert value(samples, "lienthong_refusals_total", stage="reception", reason="invalid") == 0
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """The durable store and the in-memory one: the gauges read both the same way."""
-    if request.param == "sqlite":
-        return SqliteStore(tmp_path / "state")
-    return MemoryStore()
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A store in a temporary folder (opened by the test)."""
+    return SqliteStore(tmp_path / "state")
 
 
 async def test_queue_and_dead_letter_gauges_are_read_from_the_store(

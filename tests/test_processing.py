@@ -1,21 +1,28 @@
-"""What a node does with packages, in-process over an in-memory store: refusals at submission,
-duplicates, local delivery with status 01, expiry answered with status 02."""
+"""What a node does with packages, in-process over a store in a temporary folder: refusals at
+submission, duplicates, local delivery with status 01 (never lost to a stop), expiry answered
+with status 02."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DATA, PROVINCE
 
+from lienthong.devnet.network import topology_text
 from lienthong.devnet.pki import DevPki
+from lienthong.directory import Directory
 from lienthong.edxml import BusinessDocType, build, new_edoc, parse, validate
 from lienthong.edxml.model import Business
 from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor, SubmissionRefused
-from lienthong.store import PackageMeta, PackageState
+from lienthong.store import PackageMeta, PackageState, SqliteStore
 from lienthong.trust import TrustStore, sign_package
 
 DEPARTMENT = "000.00.01.H49"  # served by the province node
@@ -306,3 +313,55 @@ async def test_an_honest_frame_is_delivered(province: Processor, tmp_path: Path)
         await _received(province, data, "edoc", [DEPARTMENT], "t-honest")
         entries = await province.store.inbox_list(recipient=DEPARTMENT, pending=False)
         assert [e.kind for e in entries] == ["edoc"]
+
+
+class _Killed(Exception):
+    """Stands for the process dying where it stands."""
+
+
+class _DiesAfterFirstDelivery(SqliteStore):
+    """A store whose process dies right after the first commit that delivers something: every
+    later write fails as if the daemon had been killed."""
+
+    dead = False
+
+    async def _write(self, op: Any, blobs: Any = (), *, durable: bool = True) -> Any:
+        if self.dead:
+            raise _Killed("killed")
+        result = await super()._write(op, blobs, durable=durable)
+        if await self.inbox_list(pending=False):
+            self.dead = True
+        return result
+
+
+async def test_no_stop_after_a_delivery_loses_its_status_01(tmp_path: Path) -> None:
+    """A document received from a neighbour and delivered here has its status 01 queued for
+    the sender by the same commit: a kill right after the delivery commit finds it queued."""
+    pki = DevPki(tmp_path / "pki", key_type="rsa")
+    directory = Directory.from_mapping(tomllib.loads(topology_text("four-tier")))
+    far_cert, far_key = pki.client_files(FAR)
+    signed = sign_package(_document(FAR, [DEPARTMENT]), load_identity(far_key, far_cert))
+    cert, key = pki.client_files(PROVINCE)
+    state = tmp_path / "state"
+    store = _DiesAfterFirstDelivery(state)
+    processor = Processor(
+        me=PROVINCE,
+        directory=directory,
+        identity=load_identity(key, cert),
+        trust=TrustStore.from_pem([pki.cafile.read_bytes()]),
+        store=store,
+    )
+    meta = PackageMeta.for_bytes(signed, "doc", "edoc", FAR, [DEPARTMENT])
+    async with store:
+        received = await store.receive("t-1", signed, meta, "000.00.00.G22", time.time())
+        with contextlib.suppress(_Killed):
+            await processor.process_received(received.package_id)
+        assert store.dead, "the delivery was committed"
+    async with SqliteStore(state) as after:
+        delivered = [e for e in await after.inbox_list(pending=False) if e.kind == "edoc"]
+        assert [e.recipient for e in delivered] == [DEPARTMENT]
+        summary = await after.queue_summary(time.time())
+        assert summary.per_hop == {"000.00.00.G22": {"queued": 1}}
+        (status,) = await after.packages(PackageState.ROUTED)
+        assert (status.meta.kind, status.meta.recipients) == ("status", (FAR,))
+        assert (await after.journal_verify()).ok

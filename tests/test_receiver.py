@@ -1,24 +1,30 @@
-"""The receiver bounds what a neighbour can leave half-sent."""
+"""The receiver bounds what a neighbour can leave half-sent, and passes packages bound
+elsewhere on without reading them."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from lienthong.metrics import Metrics
-from lienthong.store import MemoryStore
-from lienthong.transport.frames import encode_frame, split_into_frames
+from lienthong.store import SqliteStore
+from lienthong.transport.frames import HopReceipt, decode_frame, encode_frame, split_into_frames
 from lienthong.transport.receiver import MAX_PARTIAL_PER_PEER, Receiver
 from lienthong.transport.sender import ReceiptWaiter
 
 PEER = "000.00.00.G22"
+NEXT = "000.00.00.H41"
+FAR = "000.03.07.H41"
 
 
 async def _nothing(package_id: str) -> None:
     raise AssertionError(f"no package should complete, got {package_id}")
 
 
-async def test_unfinished_transfers_per_peer_are_capped() -> None:
+async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
     """A neighbour that starts many transfers and finishes none holds at most the cap."""
     receiver = Receiver(
-        store=MemoryStore(),
+        store=SqliteStore(tmp_path / "state"),
         receipts=ReceiptWaiter(),
         on_package=_nothing,
         max_package_bytes=1 << 20,
@@ -29,3 +35,52 @@ async def test_unfinished_transfers_per_peer_are_capped() -> None:
         first = split_into_frames(f"t{i:04d}", "edoc", ["000.00.00.H49"], data, 1024)[0]
         await receiver.on_frame(None, PEER, encode_frame(first))  # type: ignore[arg-type]
     assert receiver.partial_transfers == MAX_PARTIAL_PER_PEER
+
+
+class _RecordingLink:
+    """Stands for the link a hop receipt goes back over: records what is published, and what
+    the store held at that moment."""
+
+    def __init__(self, store: SqliteStore, package_id: str) -> None:
+        self.store = store
+        self.package_id = package_id
+        self.published: list[tuple[str, bytes, str]] = []
+
+    async def publish(self, to: str, payload: bytes) -> None:
+        record = await self.store.get_package(self.package_id)
+        self.published.append((to, payload, record.state))
+
+
+async def test_package_passing_through_is_routed_unread_before_its_hop_receipt(
+    tmp_path: Path,
+) -> None:
+    """Bytes that are not even XML, for recipients beyond this node, are stored and routed in
+    one commit without being read; the hop receipt goes out after that commit, and the package
+    never reaches the processor."""
+    data = b"\x00not xml at all\xff" * 100
+    frames = split_into_frames(
+        "t-transit", "edoc", [FAR], data, 1024, document="7/UBND", origin="000.01.05.H49"
+    )
+    routed: list[list[str]] = []
+    async with SqliteStore(tmp_path / "state") as store:
+        link = _RecordingLink(store, frames[0].sha256)
+        receiver = Receiver(
+            store=store,
+            receipts=ReceiptWaiter(),
+            on_package=_nothing,
+            max_package_bytes=1 << 20,
+            metrics=Metrics(),
+            transit=lambda recipients: {NEXT: tuple(recipients)},
+            on_routed=lambda hops: routed.append(list(hops)),
+        )
+        for frame in frames:
+            await receiver.on_frame(link, PEER, encode_frame(frame))  # type: ignore[arg-type]
+        await receiver.drain()
+        assert routed == [[NEXT]]
+        assert [(to, state) for to, _, state in link.published] == [(PEER, "routed")]
+        receipt = decode_frame(link.published[0][1])
+        assert receipt == HopReceipt("t-transit", frames[0].sha256)
+        lease = await store.lease_transfer(NEXT, time.time() + 1)
+        assert lease is not None
+        assert (lease.recipients, lease.document_id) == ((FAR,), "7/UBND")
+        assert await store.read_package(lease.package_id) == data

@@ -23,7 +23,7 @@ from lienthong.store import (
     SqliteStore,
     StoreTransientError,
 )
-from lienthong.store.blobs import BlobDir, syncfs_available
+from lienthong.store.blobs import BlobDir
 
 T0 = 1_700_000_000.0
 
@@ -98,12 +98,9 @@ async def test_failed_file_batch_fails_its_packages_only(tiny_disk: Path) -> Non
         assert (await store.journal_verify()).ok
 
 
-@pytest.mark.parametrize("use_syncfs", [True, False], ids=["syncfs", "fdatasync"])
-def test_file_batch_is_flushed_once(tmp_path: Path, use_syncfs: bool) -> None:
-    """A batch of package files is written under their digests with a single flush."""
-    if use_syncfs and not syncfs_available():
-        pytest.skip("syncfs(2) with error reporting needs Linux 5.8 or later")
-    blobs = BlobDir(tmp_path / "packages", use_syncfs)
+def test_file_batch_is_flushed_once(tmp_path: Path) -> None:
+    """A batch of package files is written under their digests and made durable together."""
+    blobs = BlobDir(tmp_path / "packages")
     batch = {meta.sha256: data for data, meta in (pkg(n) for n in range(40))}
     blobs.write_batch(batch)
     assert blobs.flushes == 1
@@ -111,9 +108,54 @@ def test_file_batch_is_flushed_once(tmp_path: Path, use_syncfs: bool) -> None:
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+async def test_small_packages_live_in_their_row_large_ones_in_a_file(tmp_path: Path) -> None:
+    """A package under ``inline_max_bytes`` gets no file; one at the limit or above does, and
+    both read back the same after reopening."""
+    settings = StoreSettings(inline_max_bytes=1000)
+    small, small_meta = pkg(1, 999)
+    large, large_meta = pkg(2, 1000)
+    async with SqliteStore(tmp_path, settings) as store:
+        await store.put_package(small, small_meta, T0)
+        await store.put_package(large, large_meta, T0)
+        assert not store.blobs.path(small_meta.sha256).exists()
+        assert store.blobs.path(large_meta.sha256).read_bytes() == large
+    async with SqliteStore(tmp_path, settings) as store:
+        assert await store.read_package(small_meta.sha256) == small
+        assert await store.read_package(large_meta.sha256) == large
+
+
+async def test_receive_with_hops_stores_and_routes_in_one_commit(tmp_path: Path) -> None:
+    """A package passing through is stored, routed and its transfer queued by one receive:
+    the journal shows every step, and a repeat of the transfer queues nothing more."""
+    data, meta = pkg(1)
+    hops = {"000.00.00.G22": ("000.03.07.H41",)}
+    async with SqliteStore(tmp_path) as store:
+        first = await store.receive("t1", data, meta, "000.00.05.H49", T0, hops=hops)
+        again = await store.receive("t1", data, meta, "000.00.05.H49", T0 + 1, hops=hops)
+        assert (first.outcome, again.outcome) == ("new", "duplicate")
+        assert (await store.get_package(meta.sha256)).state == PackageState.ROUTED
+        summary = await store.queue_summary(T0)
+        assert summary.per_hop == {"000.00.00.G22": {"queued": 1}}
+        lease = await store.lease_transfer("000.00.00.G22", T0)
+        assert lease is not None
+        assert lease.recipients == ("000.03.07.H41",)
+        assert (lease.document_id, lease.sender) == (meta.document_id, meta.sender)
+        assert (await store.journal_verify()).ok
+    db = sqlite3.connect(tmp_path / "store.sqlite3")
+    steps = db.execute("SELECT entity, to_state FROM journal ORDER BY seq").fetchall()
+    assert steps == [
+        ("package", "stored"),
+        ("package", "routed"),
+        ("transfer", "queued"),
+        ("transfer", "in_flight"),
+    ]
+
+
 async def test_concurrent_puts_share_one_flush(tmp_path: Path) -> None:
     """Packages arriving together are made durable by one flush and one commit."""
-    settings = StoreSettings(group_commit_max_batch=20, group_commit_max_wait_ms=5000)
+    settings = StoreSettings(
+        group_commit_max_batch=20, group_commit_max_wait_ms=5000, inline_max_bytes=0
+    )
     work = [pkg(n) for n in range(20)]
     async with SqliteStore(tmp_path, settings) as store:
         await asyncio.gather(*(store.put_package(data, meta, T0) for data, meta in work))
@@ -126,7 +168,7 @@ async def test_concurrent_puts_share_one_flush(tmp_path: Path) -> None:
 async def test_file_left_without_row_is_rewritten(tmp_path: Path) -> None:
     """A file under a package's name that no row refers to (a crash's orphan) is not trusted."""
     data, meta = pkg(1)
-    async with SqliteStore(tmp_path) as store:
+    async with SqliteStore(tmp_path, StoreSettings(inline_max_bytes=0)) as store:
         orphan = store.blobs.path(meta.sha256)
         orphan.parent.mkdir(parents=True)
         orphan.write_bytes(data[:10])
@@ -262,3 +304,47 @@ def test_cli_without_database_is_a_clear_error(
     """The commands refuse a state directory with no database instead of creating one."""
     assert main(["queue", "--config", str(write_config(tmp_path))]) == 1
     assert "no store database" in capsys.readouterr().err
+
+
+async def test_intake_resumes_by_itself_once_the_disk_has_room(tiny_disk: Path) -> None:
+    """After a full disk stopped intake, freeing space lets packages in again without anyone
+    probing the store (no health check, no operator)."""
+    async with SqliteStore(tiny_disk / "state", StoreSettings(intake_retry_s=0.1)) as store:
+        free = shutil.disk_usage(tiny_disk).free
+        filler = tiny_disk / "filler"
+        filler.write_bytes(b"\0" * (free - 16 * 1024))
+        data, meta = pkg(1, 64 * 1024)
+        with pytest.raises(DiskFull):
+            await store.put_package(data, meta, T0)
+        assert store.intake_blocked is not None
+        filler.unlink()
+        async with asyncio.timeout(60):
+            while store.intake_blocked is not None:  # noqa: ASYNC110 - polls state the code under test owns
+                await asyncio.sleep(0.05)
+        assert await store.put_package(data, meta, T0) == (meta.sha256, False)
+
+
+async def test_taking_a_transfer_waits_for_no_commit(tmp_path: Path) -> None:
+    """A transfer is taken while another process holds the write lock (a commit would wait for
+    it); its move to in flight lands once the lock is gone, before the hop receipt's record."""
+    data, meta = pkg(1)
+    async with SqliteStore(tmp_path, StoreSettings(busy_timeout_ms=600_000)) as store:
+        pid, _ = await store.put_package(data, meta, T0)
+        (tid,) = await store.enqueue(pid, {"000.00.00.G22": ["x"]}, T0)
+        other = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            async with asyncio.timeout(300):
+                lease = await store.lease_transfer("000.00.00.G22", T0)
+        finally:
+            other.execute("ROLLBACK")
+        assert lease is not None
+        assert lease.transfer_id == tid
+        assert await store.ack(tid, lease.sha256, T0 + 1) is True
+        assert (await store.get_package(pid)).state == PackageState.DONE
+        assert (await store.journal_verify()).ok
+    db = sqlite3.connect(tmp_path / "store.sqlite3")
+    moves = db.execute(
+        "SELECT from_state, to_state FROM journal WHERE entity = 'transfer' ORDER BY seq"
+    ).fetchall()
+    assert moves == [(None, "queued"), ("queued", "in_flight"), ("in_flight", "acked")]

@@ -1,7 +1,7 @@
 """Store-and-forward engine: packages, transfers, inbox, receipts and the journal.
 
-:class:`SqliteStore` is the durable one; :class:`MemoryStore` the in-memory one beside it.
-Both follow :class:`Store`.
+:class:`SqliteStore` is the one implementation of :class:`Store` (tests run it on a temporary
+folder).
 """
 
 from lienthong.store.base import Store
@@ -17,7 +17,6 @@ from lienthong.store.errors import (
     WrongPeer,
 )
 from lienthong.store.lifecycle import InboxState, PackageState, TransferState
-from lienthong.store.memory import MemoryStore
 from lienthong.store.model import (
     FailOutcome,
     Lease,
@@ -25,6 +24,7 @@ from lienthong.store.model import (
     Receipt,
     ReceiveOutcome,
     ReceiveResult,
+    Reply,
 )
 from lienthong.store.sqlite import SqliteStore
 
@@ -38,12 +38,12 @@ __all__ = [
     "InboxState",
     "IntakeBlocked",
     "Lease",
-    "MemoryStore",
     "PackageMeta",
     "PackageState",
     "Receipt",
     "ReceiveOutcome",
     "ReceiveResult",
+    "Reply",
     "SqliteStore",
     "Store",
     "StoreTransientError",

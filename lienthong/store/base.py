@@ -1,9 +1,10 @@
 """The :class:`Store` protocol: what the daemon needs from durable storage.
 
-Every method that changes state returns only after the change is committed (durable on
-disk for :class:`~lienthong.store.sqlite.SqliteStore`), and appends the change to the hash-
-chained journal in the same transaction. Time is passed in (``now``, seconds since the epoch)
-so schedules are tested without sleeping.
+Every method that changes state returns only after the change is committed, and appends the
+change to the hash-chained journal in the same transaction. Commits are durable on disk, except
+for the bookkeeping of sending (:meth:`Store.lease_transfer`, :meth:`Store.fail`,
+:meth:`Store.ack`), whose loss on power failure only makes a transfer go again. Time is
+passed in (``now``, seconds since the epoch) so schedules are tested without sleeping.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lienthong.store.model import (
     QueueSummary,
     Receipt,
     ReceiveResult,
+    Reply,
 )
 
 
@@ -52,7 +54,10 @@ class Store(Protocol):
     ) -> None: ...
 
     async def resume_intake(self) -> bool:
-        """Try the disk and database again; clear :attr:`intake_blocked` if they work."""
+        """Try the disk and database again; clear :attr:`intake_blocked` if they work.
+
+        An open store also does this by itself every ``store.intake_retry_s`` while intake is
+        stopped, so it resumes once the fault clears without anyone asking."""
         ...
 
     async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
@@ -60,9 +65,19 @@ class Store(Protocol):
         ...
 
     async def receive(
-        self, transfer_id: str, data: bytes, meta: PackageMeta, from_peer: str, now: float
+        self,
+        transfer_id: str,
+        data: bytes,
+        meta: PackageMeta,
+        from_peer: str,
+        now: float,
+        hops: Mapping[str, Sequence[str]] | None = None,
     ) -> ReceiveResult:
-        """Store a package a neighbour sent (received -> stored), deduped by transfer and digest."""
+        """Store a package a neighbour sent (received -> stored), deduped by transfer and digest.
+
+        With ``hops`` (a package passing through: no recipient here), a new package is also
+        routed (stored -> routed, one queued transfer per next hop with its recipients) in the
+        same transaction, so one commit precedes its hop receipt."""
         ...
 
     async def read_package(self, package_id: str) -> bytes:
@@ -87,17 +102,6 @@ class Store(Protocol):
         self, package_id: str, hops: Mapping[str, Sequence[str]], now: float
     ) -> list[str]:
         """Route the package: one queued transfer per next hop with its recipients; their ids."""
-        ...
-
-    async def queued_transfers(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """``(transfer_id, next_hop, recipients)`` of every queued transfer (not in flight)."""
-        ...
-
-    async def retarget(
-        self, transfer_id: str, next_hop: str, recipients: Sequence[str], now: float
-    ) -> bool:
-        """Send a still-queued transfer to another next hop (the directory changed), journaled;
-        False when it is no longer queued (taken meanwhile)."""
         ...
 
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
@@ -129,6 +133,19 @@ class Store(Protocol):
 
     async def inbox_add(self, package_id: str, recipients: Sequence[str], now: float) -> None:
         """Deliver a verified package to the local ``recipients`` (verified -> delivered)."""
+        ...
+
+    async def deliver(
+        self,
+        package_id: str,
+        recipients: Sequence[str],
+        now: float,
+        replies: Sequence[Reply] = (),
+        receipt: Receipt | None = None,
+    ) -> None:
+        """Deliver a checked package to local ``recipients`` (stored or verified -> delivered),
+        record ``receipt``, and store each reply made here (signed -> stored, then routed to its
+        hops and/or delivered here), all in one commit."""
         ...
 
     async def inbox_list(

@@ -1,4 +1,5 @@
-"""Package files, content-addressed: ``<root>/<sha256[:2]>/<sha256>``.
+"""Package files too large to live in their database row, content-addressed:
+``<root>/<sha256[:2]>/<sha256>``.
 
 Two ways to write, both leaving no partial file under a final name once they return:
 
@@ -6,12 +7,11 @@ Two ways to write, both leaving no partial file under a final name once they ret
   directory fsynced. A file that exists under its final name is whole and durable, so an
   existing file is left alone. Used for the rare single files (quarantine, the disk probe).
 - :meth:`BlobDir.write_batch`, the package files of one grouped commit: every file written to
-  a temporary name, every file renamed to its final name, then ONE flush for the whole batch.
-  The flush is ``syncfs(2)`` on the blob directory (one journal commit for the lot) where the
-  kernel reports writeback errors through it (Linux 5.8 and later); elsewhere each file is
-  ``fdatasync``-ed and each directory touched is fsynced once per batch. Only once the flush
-  has succeeded may a row referring to those files be committed; if it fails, the files of the
-  batch are removed and the error raised.
+  a temporary name and fdatasync-ed (in parallel), renamed to its final name, then each
+  directory touched fsynced once for the batch. Only once that has succeeded may a row referring
+  to those files be committed; if it fails, the files of the batch are removed and the error
+  raised. Only the files and folders of the batch are flushed, never the whole filesystem
+  (``syncfs`` would also flush every other process's dirty pages, the broker's included).
 
 Here a file under its final name is not proof of durability by itself (power may fail between
 the rename and the flush): what proves it is a committed row. So the caller passes only
@@ -21,12 +21,9 @@ those names (an orphan of an earlier crash or failure, perhaps empty), never tru
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import functools
 import os
-import platform
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -94,44 +91,11 @@ def write_durably(path: Path, data: bytes, what: str) -> None:
         raise _store_error(exc, what, path.parent) from exc
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` where it reports writeback errors (Linux >= 5.8), else None."""
-    if platform.system() != "Linux":
-        return None
-    try:
-        major, minor = (int(part) for part in platform.release().split(".")[:2])
-    except ValueError:
-        return None
-    if (major, minor) < (5, 8):  # before 5.8 syncfs returned 0 even when writeback failed
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        syncfs: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    return syncfs
-
-
-_SYNCFS = _load_syncfs()
-
-
-def syncfs_available() -> bool:
-    """Whether batches are flushed with one ``syncfs(2)`` here."""
-    return _SYNCFS is not None
-
-
 class BlobDir:
-    """Content-addressed package files under ``root``.
+    """Content-addressed package files under ``root``."""
 
-    ``use_syncfs``: flush batches with ``syncfs(2)`` (True), with one fdatasync per file and one
-    fsync per directory (False), or the first where available (None).
-    """
-
-    def __init__(self, root: Path, use_syncfs: bool | None = None) -> None:
-        if use_syncfs and _SYNCFS is None:
-            raise ValueError("syncfs(2) with error reporting is not available here")
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.use_syncfs = syncfs_available() if use_syncfs is None else use_syncfs
         self.flushes = 0  # batches made durable, for the benchmark and tests
 
     def path(self, sha256: str) -> Path:
@@ -143,11 +107,12 @@ class BlobDir:
         return self.path(sha256).read_bytes()
 
     def write_batch(self, blobs: Mapping[str, bytes]) -> None:
-        """Make every ``sha256 -> bytes`` durable under its digest, with one flush.
+        """Make every ``sha256 -> bytes`` durable under its digest: each file fdatasync-ed,
+        each folder touched fsynced once.
 
         The digests are already checked, and no committed row may refer to them yet: whatever
         is found under their names is overwritten. On return, all files are durable. A full
-        disk raises :class:`DiskFull`, any other OS error (the flush's included)
+        disk raises :class:`DiskFull`, any other OS error (a flush's included)
         :class:`StoreTransientError`; then no file of the batch remains, final or temporary.
         """
         if not blobs:
@@ -159,27 +124,18 @@ class BlobDir:
             if not self.root.is_dir():
                 self.root.mkdir(parents=True, exist_ok=True)
                 dirs.add(self.root.parent)
-            # Opened before writing: syncfs reports writeback errors seen since this open.
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                for sha256 in blobs:
-                    path = self.path(sha256)
-                    if not path.parent.is_dir():
-                        path.parent.mkdir(exist_ok=True)
-                        dirs.add(self.root)
-                    dirs.add(path.parent)
-                    written.append((_temp_name(path), path))
-                sync = not self.use_syncfs
-                _in_parallel(lambda w: _create(w[0], blobs[w[1].name], sync), written)
-                for tmp, path in written:
-                    os.replace(tmp, path)
-                    placed.append(path)
-                if self.use_syncfs:
-                    _syncfs(root_fd)
-                else:
-                    _sync_all(dirs, os.fsync)
-            finally:
-                os.close(root_fd)
+            for sha256 in blobs:
+                path = self.path(sha256)
+                if not path.parent.is_dir():
+                    path.parent.mkdir(exist_ok=True)
+                    dirs.add(self.root)
+                dirs.add(path.parent)
+                written.append((_temp_name(path), path))
+            _in_parallel(lambda w: _create(w[0], blobs[w[1].name], sync=True), written)
+            for tmp, path in written:
+                os.replace(tmp, path)
+                placed.append(path)
+            _in_parallel(_fsync_dir, dirs)
         except OSError as exc:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)
@@ -192,13 +148,6 @@ class BlobDir:
         self.flushes += 1
 
 
-def _syncfs(fd: int) -> None:
-    assert _SYNCFS is not None
-    if _SYNCFS(fd) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
 @functools.cache
 def _sync_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=16, thread_name_prefix="blob-sync")
@@ -209,16 +158,3 @@ def _in_parallel(work: Callable[[T], None], items: Iterable[T]) -> None:
     waits, and the filesystem merges concurrent syncs into fewer journal commits."""
     for _ in _sync_pool().map(work, items):
         pass
-
-
-def _sync_all(paths: Iterable[Path], sync: Callable[[int], None]) -> None:
-    """``sync`` every file or directory, in parallel."""
-
-    def one(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            sync(fd)
-        finally:
-            os.close(fd)
-
-    _in_parallel(one, paths)

@@ -101,6 +101,8 @@ class Lease:
     attempt: int
     token: str
     expires_at: float
+    sender: str
+    """The sending agency of the package (carried in the frames for tracing on the way)."""
 
 
 class FailOutcome(enum.StrEnum):
@@ -222,3 +224,16 @@ class Rerouted:
 
     transfers: Mapping[str, str] = field(default_factory=dict)
     delivered: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A package made here in answer to one being delivered (a signed status), stored in the
+    same commit as that delivery: queued for ``hops``, and delivered to ``local`` recipients
+    here with ``receipt`` recorded (a status whose sender is served here)."""
+
+    data: bytes
+    meta: PackageMeta
+    hops: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    local: tuple[str, ...] = ()
+    receipt: Receipt | None = None

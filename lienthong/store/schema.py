@@ -98,4 +98,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO journal_head (id, seq, hash) VALUES (1, 0, printf('%064d', 0));
     """,
+    """
+    -- Small packages live in their row (NULL: in their file under packages/).
+    ALTER TABLE packages ADD COLUMN data BLOB;
+    -- Taking the next transfer for one neighbour walks this index, not the whole history.
+    CREATE INDEX transfers_hop_due ON transfers (next_hop, state, next_attempt_at);
+    """,
 )

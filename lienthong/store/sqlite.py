@@ -1,32 +1,36 @@
-"""The durable store: SQLite (aiosqlite) for rows, content-addressed files for package bytes.
+"""The durable store: SQLite for rows, small packages inline in their row, large ones in files.
 
-Durability. The database runs in WAL mode with ``synchronous=FULL``: every COMMIT fsyncs the
-WAL, so a committed transaction survives power loss. (``NORMAL`` with WAL would only keep the
-database consistent, and could lose the last commits: not acceptable when a commit is what a
-hop receipt or an HTTP 200 promises.) Package bytes are durable, name and content, before the
-row that refers to them is committed.
+Durability. The database runs in WAL mode. A transaction that someone is promised (a package
+stored before its hop receipt or HTTP 200, a delivery, a state change) commits with
+``synchronous=FULL``: the COMMIT fsyncs the WAL, so it survives power loss. Bookkeeping that
+can be lost without harm (taking a transfer, a failed attempt, a hop receipt: at worst the
+transfer is sent again and the next hop answers it as a duplicate) commits with
+``synchronous=NORMAL``: no fsync of its own, the next durable commit flushes it with the rest of
+the WAL, and a power loss drops at most the newest such commits (never corrupts the database:
+checkpoints still sync). Package bytes are durable, name and content, before the row that refers
+to them is committed.
 
-Grouped commits. One writer task owns the write connection. Callers hand it an operation (with
-the package file it needs, if any) and await a future; the writer takes every operation waiting
-(up to ``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more), opens
-one ``BEGIN IMMEDIATE`` transaction, starts writing the batch's new package files and making
-them durable with ONE flush (:meth:`BlobDir.write_batch`: ``syncfs(2)``, or per-file fdatasync
-and one fsync per directory, in a thread), runs each operation in its own SAVEPOINT meanwhile,
-waits for the flush, COMMITs once (one WAL fsync), and only then resolves the futures. So many
-packages share both flushes when they arrive together, and no call returns before its change
-is durable.
+Small packages (under ``store.inline_max_bytes``) live in their row, so they cost nothing beyond
+the commit; larger ones get a content-addressed file (:class:`BlobDir`), written and made
+durable with fdatasync of the file and one fsync of its folder per batch.
 
-Why this is as durable as one fsync per file: the order on disk is unchanged for every row
-that names a file: file content and directory entry flushed (and the flush's success checked)
-first, the referring row committed after. What changed is only that a file may now sit under
-its final name before it is durable (between the rename and the flush); no row refers to such a
-file, and since a file is trusted only through a committed row, the next attempt overwrites
-it instead of skipping it. If writing or flushing the files fails, the batch's files are
-removed, its transaction is rolled back (so no row refers to them), every operation that
-needed a file fails with that error, and the others run again in a transaction of their
-own. An operation that raises is rolled back to its savepoint alone; a failing COMMIT fails
-every operation of the batch. Reads use a second connection and see only committed data,
-each read as one job on its thread so that it sees the latest commit.
+Grouped commits in one thread call. One writer task collects the operations waiting (up to
+``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more) and runs the
+whole batch in ONE call into the database thread: ``BEGIN IMMEDIATE``, the batch's package
+files started in a second thread, each operation (a plain function of a :class:`_Tx`) in its
+own SAVEPOINT, the files waited for, one COMMIT. Only then are the callers' futures resolved.
+So many packages share both flushes when they arrive together, no call returns before its
+change is committed, and no statement costs a round trip between the event loop and a thread.
+
+Why this is as durable as one fsync per file: file content and directory entry are flushed (and
+the flush's success checked) before the referring row commits. A file may sit under its final
+name before it is durable (between the rename and the flush); no row refers to such a file, and
+since a file is trusted only through a committed row, the next attempt overwrites it instead of
+skipping it. If writing or flushing the files fails, the batch's files are removed, its
+transaction is rolled back, every operation that needed a file fails with that error, and the
+others run again in a transaction of their own. An operation that raises is rolled back to its
+savepoint alone; a failing COMMIT fails every operation of the batch. Reads use a second
+connection in a thread of its own and see only committed data, each read one call.
 
 The journal head is read inside each write transaction, so another process writing the same
 database (the ``lienthong requeue`` command beside a running daemon) continues the same chain.
@@ -40,15 +44,16 @@ import json
 import random
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import aiosqlite
-
 from lienthong.config import StoreSettings
+from lienthong.logs import get_logger
 from lienthong.store import retry
 from lienthong.store.blobs import BlobDir, write_durably
 from lienthong.store.errors import (
@@ -85,35 +90,45 @@ from lienthong.store.model import (
     Receipt,
     ReceiveOutcome,
     ReceiveResult,
+    Reply,
     Rerouted,
 )
 
 T = TypeVar("T")
+_log = get_logger("lienthong.store")
 DB_NAME = "store.sqlite3"
+RECENT_MAX_BYTES = 16 * 1024 * 1024
+"""Bytes of lately stored packages kept in memory for sending them on."""
 _TABLE_OF = {"package": ("packages", "package_id"), "transfer": ("transfers", "transfer_id")}
 _TABLE_OF["inbox entry"] = ("inbox", "entry_id")
+_PACKAGE_COLUMNS = (
+    "package_id, document_id, kind, sender, recipients, size, from_peer, state, reason,"
+    " created_at, since, updated_at"
+)
+"""Every column of a package but its inline bytes (records never carry those)."""
 
 
 class _Tx:
-    """One operation's view of the open write transaction, with the journal head."""
+    """One operation's view of the open write transaction, with the journal head.
 
-    def __init__(self, db: aiosqlite.Connection, head: tuple[int, str]) -> None:
+    Runs in the database thread: every call is a plain, synchronous statement.
+    """
+
+    def __init__(self, db: sqlite3.Connection, head: tuple[int, str]) -> None:
         self.db = db
         self.head = head
 
-    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        async with self.db.execute(sql, params) as cur:
-            return await cur.fetchone()
+    def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.db.execute(sql, params).fetchone()
+        return row
 
-    async def all(self, sql: str, params: Sequence[Any] = ()) -> Iterable[sqlite3.Row]:
-        async with self.db.execute(sql, params) as cur:
-            return await cur.fetchall()
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, params).fetchall()
 
-    async def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self.db.execute(sql, params) as cur:
-            return cur.rowcount
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.db.execute(sql, params).rowcount
 
-    async def log(
+    def log(
         self,
         at: float,
         entity: str,
@@ -124,7 +139,7 @@ class _Tx:
     ) -> None:
         """Append a journal entry chained to the current head."""
         e = make_entry(self.head, at, entity, entity_id, from_state, to_state, detail)
-        await self.run(
+        self.run(
             "INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 e.seq,
@@ -140,7 +155,7 @@ class _Tx:
         )
         self.head = (e.seq, e.hash)
 
-    async def move(
+    def move(
         self,
         entity: str,
         entity_id: str | int,
@@ -151,7 +166,7 @@ class _Tx:
     ) -> str:
         """Check and apply one state change (guarded by the state read); the old state."""
         table, key = _TABLE_OF[entity]
-        row = await self.one(f"SELECT state FROM {table} WHERE {key} = ?", (entity_id,))  # noqa: S608
+        row = self.one(f"SELECT state FROM {table} WHERE {key} = ?", (entity_id,))  # noqa: S608
         if row is None:
             raise UnknownId(f"no {entity} {entity_id}")
         from_state = str(row[0])
@@ -160,24 +175,29 @@ class _Tx:
         if entity != "inbox entry":
             columns["updated_at"] = now
         assignments = ", ".join(f"{c} = ?" for c in columns)
-        changed = await self.run(
+        changed = self.run(
             f"UPDATE {table} SET {assignments} WHERE {key} = ? AND state = ?",  # noqa: S608
             (*columns.values(), entity_id, from_state),
         )
         if changed != 1:
             raise ConcurrentChange(entity, str(entity_id), from_state, to_state)
-        await self.log(now, entity, str(entity_id), from_state, to_state, detail)
+        self.log(now, entity, str(entity_id), from_state, to_state, detail)
         return from_state
 
 
-Op = Callable[[_Tx], Awaitable[T]]
+Op = Callable[[_Tx], T]
 
 
 @dataclass
 class _Pending:
     op: Op[Any]
     future: asyncio.Future[Any]
-    blob: tuple[str, bytes] | None = None  # (sha256, bytes) the op's rows will refer to
+    blobs: tuple[tuple[str, bytes], ...] = ()  # (sha256, bytes) of package files it refers to
+    durable: bool = True  # False: may be lost on power loss (see the module docstring)
+
+
+Outcome = tuple[bool, Any]
+"""``(True, result)`` or ``(False, exception)`` of one operation of a batch."""
 
 
 class SqliteStore:
@@ -188,19 +208,27 @@ class SqliteStore:
         state_dir: Path,
         settings: StoreSettings | None = None,
         rng: random.Random | None = None,
-        use_syncfs: bool | None = None,
     ) -> None:
-        """``use_syncfs``: how package files are flushed, see :class:`BlobDir`."""
         self.state_dir = state_dir
         self.settings = settings or StoreSettings()
         self.db_path = state_dir / DB_NAME
-        self.blobs = BlobDir(state_dir / "packages", use_syncfs)
+        self.blobs = BlobDir(state_dir / "packages")
         self._quarantine = state_dir / "quarantine"
         self._rng = rng or random.Random()
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._read_thread: ThreadPoolExecutor | None = None
+        self._blob_thread: ThreadPoolExecutor | None = None
+        self._durable_mode = True
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._more = asyncio.Event()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._reserved: dict[str, float] = {}
+        """Transfers taken whose move to in_flight is not committed yet, with the lease end."""
+        self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
         self._blocked: str | None = None
 
     # -- opening and closing -------------------------------------------------------------
@@ -212,13 +240,19 @@ class SqliteStore:
 
     async def open(self) -> None:
         """Open the database (creating or migrating it) and start the writer task."""
+        if self._task is not None:
+            raise RuntimeError("store is already open")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="store-reader")
+        self._blob_thread = ThreadPoolExecutor(1, thread_name_prefix="store-blobs")
+        loop = asyncio.get_running_loop()
         try:
-            self._writer = await self._connect()
-            await self._writer.execute("PRAGMA journal_mode = WAL")
-            await _migrate(self._writer)
-            self._reader = await self._connect()
-            await self._reader.execute("PRAGMA query_only = ON")
+            self._writer = await loop.run_in_executor(self._write_thread, self._open_writer)
+            self._reader = await loop.run_in_executor(self._read_thread, self._connect)
+            await loop.run_in_executor(
+                self._read_thread, self._reader.execute, "PRAGMA query_only = ON"
+            )
         except BaseException as exc:
             # Also on a refused schema: an unclosed connection's thread outlives the loop.
             await self._close_connections()
@@ -226,28 +260,51 @@ class SqliteStore:
                 raise self._db_error(exc, "opening the database") from exc
             raise
         self._task = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._retry_task = asyncio.create_task(self._retry_intake(), name="store-intake-retry")
 
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.db_path, isolation_level=None)
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        await db.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
-        await db.execute("PRAGMA foreign_keys = ON")
-        await db.execute("PRAGMA synchronous = FULL")
+        db.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA synchronous = FULL")
+        return db
+
+    def _open_writer(self) -> sqlite3.Connection:
+        db = self._connect()
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            _migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._durable_mode = True
         return db
 
     async def close(self) -> None:
         """Finish the writes already handed over, then close."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
         if self._task is not None:
             self._queue.put_nowait(None)
+            self._more.set()
             await self._task
             self._task = None
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        for db in (self._reader, self._writer):
-            if db is not None:
-                await db.close()
+        loop = asyncio.get_running_loop()
+        for db, thread in ((self._reader, self._read_thread), (self._writer, self._write_thread)):
+            if db is not None and thread is not None:
+                await loop.run_in_executor(thread, db.close)
         self._reader = self._writer = None
+        for executor in (self._read_thread, self._write_thread, self._blob_thread):
+            if executor is not None:
+                executor.shutdown(wait=False)
+        self._read_thread = self._write_thread = self._blob_thread = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -260,19 +317,44 @@ class SqliteStore:
 
     # -- the writer ----------------------------------------------------------------------
 
-    async def _write(self, op: Op[T], blob: tuple[str, bytes] | None = None) -> T:
+    async def _write(
+        self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = (), *, durable: bool = True
+    ) -> T:
         """Run ``op`` in the next grouped transaction; return once it is committed.
 
-        ``blob`` is a package file ``(sha256, bytes)`` the op may refer to: it is made durable
-        with the rest of the batch's files before the op runs, unless a committed row already
-        refers to it. If that fails the op does not run and raises the file's error.
+        ``blobs`` are package bytes ``(sha256, bytes)`` the op refers to; those too large to
+        live in their row are written to files, made durable with the rest of the batch's files
+        before the commit, unless a committed row already refers to them. If that fails the
+        op's work is undone and it raises the file's error. ``durable=False`` marks
+        bookkeeping that may be lost on power loss (its commit does not fsync by itself).
         """
+        # The operation commits even if this caller is cancelled while waiting.
+        return await asyncio.shield(self._submit(op, blobs, durable))
+
+    def _submit(
+        self, op: Op[T], blobs: Sequence[tuple[str, bytes]], durable: bool
+    ) -> asyncio.Future[T]:
+        """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(op, future, blob))
-        # The operation commits even if this caller is cancelled while waiting.
-        return await asyncio.shield(future)
+        # Those under the limit live in their row.
+        files = tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
+        self._queue.put_nowait(_Pending(op, future, files, durable))
+        self._more.set()
+        return future
+
+    def _remember(self, package_id: str, data: bytes) -> None:
+        """Keep the bytes of a package just committed: it is usually sent on at once, and
+        reading it back would cost a trip to the reader's thread. Packages never change
+        (their id is their digest), so a copy is never stale."""
+        if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
+            return
+        self._recent[package_id] = data
+        self._recent_bytes += len(data)
+        while self._recent_bytes > RECENT_MAX_BYTES:
+            _, old = self._recent.popitem(last=False)
+            self._recent_bytes -= len(old)
 
     async def _write_loop(self) -> None:
         max_batch = self.settings.group_commit_max_batch
@@ -292,109 +374,111 @@ class SqliteStore:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
+                    self._more.clear()
+                    # A timer, not wait_for: no task per wait (this runs for every batch).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await self._more.wait()
+                    continue
                 if item is None:
                     stop = True
                     break
                 batch.append(item)
-            await self._run_batch(batch)
+            try:
+                outcomes = await loop.run_in_executor(self._write_thread, self._run_batch, batch)
+            except BaseException as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                raise
+            for item, (ok, value) in zip(batch, outcomes, strict=True):
+                if item.future.done():
+                    continue
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, batch: list[_Pending]) -> list[Outcome]:
+        """Run the batch in one transaction (in the database thread); each op's outcome."""
         db = self._writer
         assert db is not None
-        outcomes: list[tuple[_Pending, Any, bool]] = []
+        outcomes: list[Outcome] = []
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            async with db.execute("SELECT seq, hash FROM journal_head WHERE id = 1") as cur:
-                row = await cur.fetchone()
-            assert row is not None
+            self._set_durable(db, any(item.durable for item in batch))
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
             head = start = (int(row[0]), str(row[1]))
             # The files are written and flushed while the operations run: their rows stay
             # invisible until the COMMIT, which waits for the flush.
-            flushing = await self._start_blobs(db, batch)
+            flushing = self._start_blobs(db, batch)
             for item in batch:
                 tx = _Tx(db, head)
-                await db.execute("SAVEPOINT op")
+                db.execute("SAVEPOINT op")
                 try:
-                    result = await item.op(tx)
+                    result = item.op(tx)
                 except sqlite3.Error:
                     raise
                 except Exception as exc:  # the operation's own refusal: undo it alone
-                    await db.execute("ROLLBACK TO op")
-                    await db.execute("RELEASE op")
-                    outcomes.append((item, exc, False))
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                    outcomes.append((False, exc))
                 else:
-                    await db.execute("RELEASE op")
+                    db.execute("RELEASE op")
                     head = tx.head
-                    outcomes.append((item, result, True))
+                    outcomes.append((True, result))
             if flushing is not None:
                 try:
-                    await flushing
+                    flushing.result()
                 except StoreTransientError as exc:
-                    await db.execute("ROLLBACK")
-                    await self._fail_blob_ops(batch, exc)
-                    return
+                    db.execute("ROLLBACK")
+                    return self._fail_blob_ops(batch, exc)
             if head != start:
-                await db.execute("UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1", head)
-            await db.execute("COMMIT")
-        except BaseException as exc:
+                db.execute("UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1", head)
+            db.execute("COMMIT")
+        except Exception as exc:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-            error: BaseException = exc
+                    db.execute("ROLLBACK")
+            error: Exception = exc
             if isinstance(exc, sqlite3.Error):
                 error = self._db_error(exc, f"committing {len(batch)} write(s)")
                 if isinstance(error, StoreTransientError):
                     self._blocked = str(error)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for item, value, ok in outcomes:
-            if item.future.done():
-                continue
-            if ok:
-                item.future.set_result(value)
-            else:
-                item.future.set_exception(value)
+            return [(False, error)] * len(batch)
+        return outcomes
 
-    async def _start_blobs(
-        self, db: aiosqlite.Connection, batch: list[_Pending]
-    ) -> asyncio.Task[None] | None:
-        """Start making the batch's new package files durable with one flush.
+    def _set_durable(self, db: sqlite3.Connection, durable: bool) -> None:
+        """FULL (the commit fsyncs the WAL) or NORMAL (it does not) for the next commit."""
+        if durable != self._durable_mode:
+            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable_mode = durable
 
-        Runs inside the batch's write transaction, and only this task inserts packages, so a
+    def _start_blobs(self, db: sqlite3.Connection, batch: list[_Pending]) -> Future[None] | None:
+        """Start making the batch's new package files durable (in the blob thread).
+
+        Runs inside the batch's write transaction, and only this thread inserts packages, so a
         digest with no row here gets none before this batch commits: its file is (re)written.
         """
-        wanted = {item.blob[0]: item.blob[1] for item in batch if item.blob is not None}
+        wanted = {digest: data for item in batch for digest, data in item.blobs}
         if wanted:
-            async with db.execute(
+            known = db.execute(
                 "SELECT value FROM json_each(?) WHERE value IN (SELECT package_id FROM packages)",
                 (json.dumps(list(wanted)),),
-            ) as cur:
-                for (known,) in await cur.fetchall():
-                    del wanted[known]
+            ).fetchall()
+            for (digest,) in known:
+                del wanted[digest]
         if not wanted:
             return None
-        task = asyncio.create_task(asyncio.to_thread(self.blobs.write_batch, wanted))
-        # Retrieved here too, for when a database error ends the batch before it is awaited.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return task
+        assert self._blob_thread is not None
+        return self._blob_thread.submit(self.blobs.write_batch, wanted)
 
-    async def _fail_blob_ops(self, batch: list[_Pending], error: StoreTransientError) -> None:
+    def _fail_blob_ops(self, batch: list[_Pending], error: StoreTransientError) -> list[Outcome]:
         """The files of the rolled-back batch failed: so do the operations that needed one;
         the others run again, alone."""
-        for item in batch:
-            if item.blob is not None and not item.future.done():
-                item.future.set_exception(error)
-        rest = [item for item in batch if item.blob is None]
-        if rest:
-            await self._run_batch(rest)
+        rest = [item for item in batch if not item.blobs]
+        again = iter(self._run_batch(rest) if rest else [])
+        return [(False, error) if item.blobs else next(again) for item in batch]
 
     def _db_error(self, exc: sqlite3.Error, what: str) -> Exception:
         """The SQLite error as the project's error naming the cause."""
@@ -412,16 +496,20 @@ class SqliteStore:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        if self._reader is None:
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(reader)`` as one call in the reader's thread."""
+        reader = self._reader
+        if reader is None:
             raise RuntimeError("store is not open")
+        loop = asyncio.get_running_loop()
         try:
-            # One job on the reader's thread: a cursor left open between execute and fetch
-            # would hold a read transaction, and reads queued meanwhile would share its
-            # stale snapshot instead of seeing the latest commit.
-            return list(await self._reader.execute_fetchall(sql, params))
+            return await loop.run_in_executor(self._read_thread, work, reader)
         except sqlite3.Error as exc:
             raise self._db_error(exc, "reading") from exc
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        # fetchall ends the statement, so the next read sees the latest commit.
+        return await self._read(lambda db: db.execute(sql, params).fetchall())
 
     async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         rows = await self._rows(sql, params)
@@ -433,9 +521,9 @@ class SqliteStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _intake(self, op: Op[T], blob: tuple[str, bytes] | None = None) -> T:
+    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = ()) -> T:
         try:
-            return await self._write(op, blob)
+            return await self._write(op, blobs)
         except StoreTransientError as exc:
             self._blocked = str(exc)
             raise
@@ -447,8 +535,8 @@ class SqliteStore:
             await asyncio.to_thread(write_durably, probe, b"\0" * 65536, "probe file")
             probe.unlink()
 
-            async def nothing(tx: _Tx) -> None:
-                await tx.one("SELECT 1")
+            def nothing(tx: _Tx) -> None:
+                tx.one("SELECT 1")
 
             await self._write(nothing)
         except StoreTransientError as exc:
@@ -457,61 +545,79 @@ class SqliteStore:
         self._blocked = None
         return True
 
+    async def _retry_intake(self) -> None:
+        """While intake is stopped, try the disk and the database again every
+        ``intake_retry_s``, so intake resumes by itself once the fault has cleared."""
+        while True:
+            await asyncio.sleep(self.settings.intake_retry_s)
+            blocked = self._blocked
+            if blocked is not None and await self.resume_intake():
+                _log.info("intake_resumed", was=blocked)
+
     async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
         """Store a package submitted here: ``(package_id, duplicate)``."""
         meta.check(data)
         self._check_intake()
         pid = meta.sha256
-        if await self._row("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
-            return pid, True
 
-        async def op(tx: _Tx) -> bool:
-            if await tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
+        def op(tx: _Tx) -> bool:
+            if tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
                 return True
-            await _insert_package(tx, meta, None, PackageState.SIGNED, now)
+            _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
             return False
 
-        return pid, await self._intake(op, (pid, data))
+        duplicate = await self._intake(op, [(pid, data)])
+        self._remember(pid, data)
+        return pid, duplicate
 
     async def receive(
-        self, transfer_id: str, data: bytes, meta: PackageMeta, from_peer: str, now: float
+        self,
+        transfer_id: str,
+        data: bytes,
+        meta: PackageMeta,
+        from_peer: str,
+        now: float,
+        hops: Mapping[str, Sequence[str]] | None = None,
     ) -> ReceiveResult:
-        """Store a package from a neighbour, deduped by transfer id and digest."""
+        """Store a package from a neighbour, deduped by transfer id and digest; with ``hops``,
+        also route it (its transfers queued) in the same transaction."""
         meta.check(data)
         self._check_intake()
         pid = meta.sha256
-        prior = await self._row("SELECT sha256 FROM received WHERE transfer_id = ?", (transfer_id,))
-        if prior is None or prior[0] == pid:
 
-            async def op(tx: _Tx) -> ReceiveResult:
-                seen = await tx.one(
-                    "SELECT sha256 FROM received WHERE transfer_id = ?", (transfer_id,)
+        def op(tx: _Tx) -> ReceiveResult:
+            seen = tx.one("SELECT sha256 FROM received WHERE transfer_id = ?", (transfer_id,))
+            if seen is not None:
+                if seen[0] != pid:
+                    return ReceiveResult(ReceiveOutcome.CONFLICT, str(seen[0]))
+                tx.run(
+                    "UPDATE received SET duplicates = duplicates + 1 WHERE transfer_id = ?",
+                    (transfer_id,),
                 )
-                if seen is not None:
-                    if seen[0] != pid:
-                        return ReceiveResult(ReceiveOutcome.CONFLICT, str(seen[0]))
-                    await tx.run(
-                        "UPDATE received SET duplicates = duplicates + 1 WHERE transfer_id = ?",
-                        (transfer_id,),
-                    )
-                    return ReceiveResult(ReceiveOutcome.DUPLICATE, pid)
-                known = await tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,))
-                if not known:
-                    await _insert_package(tx, meta, from_peer, PackageState.RECEIVED, now)
-                await tx.run(
-                    "INSERT INTO received VALUES (?,?,?,?,?,?)",
-                    (transfer_id, pid, from_peer, pid, now, 1 if known else 0),
-                )
-                outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
-                return ReceiveResult(outcome, pid)
+                return ReceiveResult(ReceiveOutcome.DUPLICATE, pid)
+            known = tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,))
+            if not known:
+                _insert_package(tx, meta, self._inline(data), from_peer, PackageState.RECEIVED, now)
+                if hops:
+                    _route(tx, pid, hops, now)
+            tx.run(
+                "INSERT INTO received VALUES (?,?,?,?,?,?)",
+                (transfer_id, pid, from_peer, pid, now, 1 if known else 0),
+            )
+            outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
+            return ReceiveResult(outcome, pid)
 
-            result = await self._intake(op, (pid, data) if prior is None else None)
-            if result.outcome is not ReceiveOutcome.CONFLICT:
-                return result
-            stored = result.package_id
-        else:
-            stored = str(prior[0])
-        return await self._record_conflict(transfer_id, data, stored, pid, from_peer, now)
+        result = await self._intake(op, [(pid, data)])
+        if result.outcome is not ReceiveOutcome.CONFLICT:
+            self._remember(pid, data)
+            return result
+        return await self._record_conflict(
+            transfer_id, data, result.package_id, pid, from_peer, now
+        )
+
+    def _inline(self, data: bytes) -> bytes | None:
+        """``data`` when it is small enough to live in its row, else None (it gets a file)."""
+        return data if len(data) < self.settings.inline_max_bytes else None
 
     async def _record_conflict(
         self, transfer_id: str, data: bytes, stored: str, other: str, from_peer: str, now: float
@@ -525,14 +631,14 @@ class SqliteStore:
             self._blocked = str(exc)
             raise
 
-        async def op(tx: _Tx) -> None:
-            await tx.run(
+        def op(tx: _Tx) -> None:
+            tx.run(
                 "INSERT INTO conflicts (transfer_id, from_peer, stored_sha256, other_sha256,"
                 " quarantined, at) VALUES (?,?,?,?,?,?)",
                 (transfer_id, from_peer, stored, other, str(path), now),
             )
             detail = f"from {from_peer}: sha256 {other}, had {stored}; kept at {path}"
-            await tx.log(now, "transfer-in", transfer_id, None, "conflict", detail)
+            tx.log(now, "transfer-in", transfer_id, None, "conflict", detail)
 
         await self._intake(op)
         return ReceiveResult(ReceiveOutcome.CONFLICT, stored)
@@ -540,13 +646,28 @@ class SqliteStore:
     # -- packages ---------------------------------------------------------------------------
 
     async def read_package(self, package_id: str) -> bytes:
-        """The bytes of a stored package."""
-        await self.get_package(package_id)
-        return await asyncio.to_thread(self.blobs.read, package_id)
+        """The bytes of a stored package (from memory when it was stored lately, else from its
+        row or its file, in one read)."""
+        recent = self._recent.get(package_id)
+        if recent is not None:
+            return recent
+
+        def read(db: sqlite3.Connection) -> bytes:
+            row = db.execute(
+                "SELECT data FROM packages WHERE package_id = ?", (package_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownId(f"no package {package_id}")
+            return bytes(row[0]) if row[0] is not None else self.blobs.read(package_id)
+
+        return await self._read(read)
 
     async def get_package(self, package_id: str) -> PackageRecord:
         """The package's record, or :class:`UnknownId`."""
-        row = await self._row("SELECT * FROM packages WHERE package_id = ?", (package_id,))
+        row = await self._row(
+            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE package_id = ?",  # noqa: S608
+            (package_id,),
+        )
         if row is None:
             raise UnknownId(f"no package {package_id}")
         return _package_record(row)
@@ -554,7 +675,9 @@ class SqliteStore:
     async def packages(self, state: PackageState) -> list[PackageRecord]:
         """Packages in ``state``, oldest first."""
         rows = await self._rows(
-            "SELECT * FROM packages WHERE state = ? ORDER BY created_at", (state.value,)
+            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE state = ?"  # noqa: S608
+            " ORDER BY created_at",
+            (state.value,),
         )
         return [_package_record(r) for r in rows]
 
@@ -563,9 +686,9 @@ class SqliteStore:
     ) -> None:
         """Move a package along its life cycle."""
 
-        async def op(tx: _Tx) -> None:
+        def op(tx: _Tx) -> None:
             sets = {"reason": reason} if reason is not None else None
-            await tx.move("package", package_id, to_state, now, reason or "", sets)
+            tx.move("package", package_id, to_state, now, reason or "", sets)
 
         await self._write(op)
 
@@ -578,59 +701,8 @@ class SqliteStore:
         if not hops:
             raise ValueError("enqueue needs at least one next hop")
 
-        async def op(tx: _Tx) -> list[str]:
-            await tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
-            ids = []
-            for hop, recipients in hops.items():
-                tid = uuid.uuid4().hex
-                await tx.run(
-                    "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-                    " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        tid,
-                        package_id,
-                        hop,
-                        json.dumps(list(recipients)),
-                        TransferState.QUEUED.value,
-                        now,
-                        now,
-                        now,
-                        now,
-                    ),
-                )
-                await tx.log(now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}")
-                ids.append(tid)
-            return ids
-
-        return await self._write(op)
-
-    async def queued_transfers(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """``(transfer_id, next_hop, recipients)`` of every queued transfer (not in flight)."""
-        rows = await self._rows(
-            "SELECT transfer_id, next_hop, recipients FROM transfers WHERE state = 'queued'"
-        )
-        return [(r[0], r[1], tuple(json.loads(r[2]))) for r in rows]
-
-    async def retarget(
-        self, transfer_id: str, next_hop: str, recipients: Sequence[str], now: float
-    ) -> bool:
-        """Send a still-queued transfer to another next hop; False when it is no longer queued."""
-
-        async def op(tx: _Tx) -> bool:
-            row = await tx.one(
-                "SELECT next_hop FROM transfers WHERE transfer_id = ? AND state = 'queued'",
-                (transfer_id,),
-            )
-            if row is None:
-                return False
-            await tx.run(
-                "UPDATE transfers SET next_hop = ?, recipients = ?, next_attempt_at = ?,"
-                " updated_at = ? WHERE transfer_id = ?",
-                (next_hop, json.dumps(list(recipients)), now, now, transfer_id),
-            )
-            detail = f"re-routed from {row[0]} to {next_hop}"
-            await tx.log(now, "transfer", transfer_id, "queued", "queued", detail)
-            return True
+        def op(tx: _Tx) -> list[str]:
+            return _route(tx, package_id, hops, now)
 
         return await self._write(op)
 
@@ -660,8 +732,8 @@ class SqliteStore:
         package). None, changing nothing, when the transfer is no longer queued or dead
         (taken meanwhile: it is re-routed after it comes back)."""
 
-        async def op(tx: _Tx) -> Rerouted | None:
-            row = await tx.one(
+        def op(tx: _Tx) -> Rerouted | None:
+            row = tx.one(
                 "SELECT package_id, next_hop, state, created_at, since FROM transfers"
                 " WHERE transfer_id = ?",
                 (transfer_id,),
@@ -674,7 +746,7 @@ class SqliteStore:
             parts = [f"delivered here to {', '.join(local)}"] if local else []
             parts += [f"to {hop} ({', '.join(rs)})" for hop, rs in hops.items()]
             what = "; ".join(parts) or "no recipient left"
-            await tx.move(
+            tx.move(
                 "transfer",
                 transfer_id,
                 TransferState.REROUTED,
@@ -686,7 +758,7 @@ class SqliteStore:
             created: dict[str, str] = {}
             for hop, recipients in hops.items():
                 tid = uuid.uuid4().hex
-                await tx.run(
+                tx.run(
                     "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
                     " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
@@ -701,39 +773,109 @@ class SqliteStore:
                         now,
                     ),
                 )
-                await tx.log(
+                tx.log(
                     now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}, re-routed {old}"
                 )
                 created[hop] = tid
             delivered = []
             for recipient in local:
-                added = await tx.run(
+                added = tx.run(
                     "INSERT OR IGNORE INTO inbox (package_id, recipient, state, added_at)"
                     " VALUES (?,?,?,?)",
                     (pid, recipient, InboxState.NEW.value, now),
                 )
                 if added:
-                    await tx.log(now, "inbox", f"{pid}:{recipient}", None, InboxState.NEW)
+                    tx.log(now, "inbox", f"{pid}:{recipient}", None, InboxState.NEW)
                     delivered.append(recipient)
-            await _revive_package(tx, pid, now)
-            await _maybe_done(tx, pid, now)
+            _revive_package(tx, pid, now)
+            _maybe_done(tx, pid, now)
             return Rerouted(created, tuple(delivered))
 
         return await self._write(op)
 
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
-        """Take the next due transfer and count the attempt, in one transaction."""
+        """Take the next due transfer and count the attempt.
+
+        Taking a queued transfer costs one read and no wait for a commit: the transfer is
+        reserved here at once, and its move to in_flight (attempt counted) joins the next
+        grouped commit. Writes run in the order they are handed over, so a hop receipt or a
+        failure of the attempt, recorded later, always finds it in flight. A transfer whose
+        lease ran out is taken in a write transaction of its own (the retry schedule decides).
+        """
+        reserved = dict(self._reserved)
+        hop = "" if next_hop is None else " AND t.next_hop = ?"
+        extra = () if next_hop is None else (next_hop,)
+
+        def find(db: sqlite3.Connection) -> tuple[bool, list[sqlite3.Row]]:
+            expired = db.execute(
+                "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
+                f" AND lease_expires_at <= ?{hop} LIMIT 1",
+                (now, *extra),
+            ).fetchone()
+            rows = db.execute(
+                "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients, t.attempts,"  # noqa: S608
+                " p.kind, p.document_id, p.sender FROM transfers t"
+                " JOIN packages p USING (package_id)"
+                f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
+                " ORDER BY t.next_attempt_at LIMIT ?",
+                (now, *extra, len(reserved) + 1),
+            ).fetchall()
+            return expired is not None, rows
+
+        expired, found = await self._read(find)
+        # A reservation whose lease ran out before its write landed counts as run out too.
+        if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
+            return await self._lease_in_transaction(next_hop, now)
+        rows = [r for r in found if r["transfer_id"] not in self._reserved]
+        if not rows:
+            return None
+        row = rows[0]
+        tid, attempt = str(row["transfer_id"]), int(row["attempts"]) + 1
+        token = uuid.uuid4().hex
+        expires = now + self.settings.lease_s
+        self._reserved[tid] = expires
+
+        def op(tx: _Tx) -> None:
+            tx.move(
+                "transfer",
+                tid,
+                TransferState.IN_FLIGHT,
+                now,
+                f"attempt {attempt}",
+                {"attempts": attempt, "lease_token": token, "lease_expires_at": expires},
+            )
+
+        def settled(done: asyncio.Future[None]) -> None:
+            self._reserved.pop(tid, None)
+            if not done.cancelled() and done.exception() is not None:
+                # Another writer moved it first: the attempt's receipt or failure finds it
+                # in another state and changes nothing; the transfer is taken again later.
+                _log.warning("lease_not_recorded", transfer_id=tid, reason=str(done.exception()))
+
+        # Handed over before returning, so whatever the sender records next comes after it.
+        # Taking a transfer need not survive power loss: it would only be sent again.
+        self._submit(op, (), durable=False).add_done_callback(settled)
+        return Lease(
+            tid,
+            row["package_id"],
+            row["next_hop"],
+            tuple(json.loads(row["recipients"])),
+            row["kind"],
+            row["document_id"],
+            row["package_id"],
+            attempt,
+            token,
+            expires,
+            row["sender"],
+        )
+
+    async def _lease_in_transaction(self, next_hop: str | None, now: float) -> Lease | None:
+        """Take the next due transfer in one write transaction, a lease that ran out first."""
         policy = self.settings.retry
 
-        async def op(tx: _Tx) -> Lease | None:
+        def op(tx: _Tx) -> Lease | None:
             while True:
-                row = await tx.one(
-                    "SELECT transfer_id, state, attempts, since FROM transfers"
-                    " WHERE ((state = 'queued' AND next_attempt_at <= ?)"
-                    "    OR (state = 'in_flight' AND lease_expires_at <= ?))"
-                    " AND (? IS NULL OR next_hop = ?) ORDER BY next_attempt_at LIMIT 1",
-                    (now, now, next_hop, next_hop),
-                )
+                row = _due_transfer(tx, next_hop, now)
                 if row is None:
                     return None
                 tid, attempts = str(row["transfer_id"]), int(row["attempts"])
@@ -741,7 +883,7 @@ class SqliteStore:
                     error = f"lease ran out during attempt {attempts} (sender lost)"
                     decision = retry.decide(policy, attempts, row["since"], now, error, self._rng)
                     if decision.dead:
-                        await tx.move(
+                        tx.move(
                             "transfer",
                             tid,
                             TransferState.DEAD,
@@ -750,7 +892,7 @@ class SqliteStore:
                             {"last_error": decision.reason, "lease_token": None},
                         )
                         continue
-                    await tx.move(
+                    tx.move(
                         "transfer",
                         tid,
                         TransferState.QUEUED,
@@ -760,7 +902,7 @@ class SqliteStore:
                     )
                 token = uuid.uuid4().hex
                 expires = now + self.settings.lease_s
-                await tx.move(
+                tx.move(
                     "transfer",
                     tid,
                     TransferState.IN_FLIGHT,
@@ -768,8 +910,8 @@ class SqliteStore:
                     f"attempt {attempts + 1}",
                     {"attempts": attempts + 1, "lease_token": token, "lease_expires_at": expires},
                 )
-                full = await tx.one(
-                    "SELECT t.*, p.kind, p.document_id FROM transfers t"
+                full = tx.one(
+                    "SELECT t.*, p.kind, p.document_id, p.sender FROM transfers t"
                     " JOIN packages p USING (package_id) WHERE transfer_id = ?",
                     (tid,),
                 )
@@ -785,15 +927,17 @@ class SqliteStore:
                     attempts + 1,
                     token,
                     expires,
+                    full["sender"],
                 )
 
-        return await self._write(op)
+        # Taking a transfer need not survive power loss: it would only be sent again.
+        return await self._write(op, durable=False)
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
 
-        async def op(tx: _Tx) -> bool:
-            row = await tx.one(
+        def op(tx: _Tx) -> bool:
+            row = tx.one(
                 "SELECT t.state, t.next_hop, t.package_id, p.document_id FROM transfers t"
                 " JOIN packages p USING (package_id) WHERE transfer_id = ?",
                 (transfer_id,),
@@ -812,7 +956,7 @@ class SqliteStore:
                 )
             if row["state"] == TransferState.ACKED:
                 return False
-            await tx.move(
+            tx.move(
                 "transfer",
                 transfer_id,
                 TransferState.ACKED,
@@ -820,20 +964,21 @@ class SqliteStore:
                 f"hop receipt from {row['next_hop']}",
                 {"lease_token": None},
             )
-            await _add_receipt(
+            _add_receipt(
                 tx, Receipt(row["document_id"], "hop", "stored", row["next_hop"], now, transfer_id)
             )
-            await _maybe_done(tx, row["package_id"], now)
+            _maybe_done(tx, row["package_id"], now)
             return True
 
-        return await self._write(op)
+        # Lost on power loss, the transfer is sent again and the next hop answers it again.
+        return await self._write(op, durable=False)
 
     async def fail(self, lease: Lease, error: str, now: float) -> FailResult:
         """Schedule a retry of the leased transfer, or dead-letter it."""
         policy = self.settings.retry
 
-        async def op(tx: _Tx) -> FailResult:
-            row = await tx.one(
+        def op(tx: _Tx) -> FailResult:
+            row = tx.one(
                 "SELECT state, lease_token, attempts, since FROM transfers WHERE transfer_id = ?",
                 (lease.transfer_id,),
             )
@@ -843,7 +988,7 @@ class SqliteStore:
                 return FailResult(FailOutcome.STALE)
             decision = retry.decide(policy, row["attempts"], row["since"], now, error, self._rng)
             if decision.dead:
-                await tx.move(
+                tx.move(
                     "transfer",
                     lease.transfer_id,
                     TransferState.DEAD,
@@ -852,7 +997,7 @@ class SqliteStore:
                     {"last_error": decision.reason, "lease_token": None},
                 )
                 return FailResult(FailOutcome.DEAD)
-            await tx.move(
+            tx.move(
                 "transfer",
                 lease.transfer_id,
                 TransferState.QUEUED,
@@ -866,7 +1011,8 @@ class SqliteStore:
             )
             return FailResult(FailOutcome.RETRY, decision.next_attempt_at)
 
-        return await self._write(op)
+        # Lost on power loss, the lease runs out and the transfer is taken again.
+        return await self._write(op, durable=False)
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Dead transfers and expired packages with their reasons, oldest first."""
@@ -875,7 +1021,8 @@ class SqliteStore:
             " WHERE t.state = 'dead' ORDER BY t.updated_at"
         )
         packages = await self._rows(
-            "SELECT * FROM packages WHERE state = 'expired' ORDER BY updated_at"
+            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE state = 'expired'"  # noqa: S608
+            " ORDER BY updated_at"
         )
         out = [
             DeadLetter(
@@ -908,36 +1055,34 @@ class SqliteStore:
     async def requeue(self, item_id: str | None, now: float) -> int:
         """Put a dead transfer or expired package (or, with None, all of them) back in the queue."""
 
-        async def op(tx: _Tx) -> int:
+        def op(tx: _Tx) -> int:
             if item_id is None:
                 tids = [
-                    r[0]
-                    for r in await tx.all("SELECT transfer_id FROM transfers WHERE state = 'dead'")
+                    r[0] for r in tx.all("SELECT transfer_id FROM transfers WHERE state = 'dead'")
                 ]
                 pids = [
-                    r[0]
-                    for r in await tx.all("SELECT package_id FROM packages WHERE state = 'expired'")
+                    r[0] for r in tx.all("SELECT package_id FROM packages WHERE state = 'expired'")
                 ]
             else:
-                tids, pids = await _dead_item(tx, item_id)
+                tids, pids = _dead_item(tx, item_id)
             count = 0
             for tid in tids:
-                await _requeue_transfer(tx, tid, now)
+                _requeue_transfer(tx, tid, now)
                 count += 1
             for pid in pids:
-                row = await tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
+                row = tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
                 if row is not None and row[0] == PackageState.EXPIRED:
                     dead = [
                         r[0]
-                        for r in await tx.all(
+                        for r in tx.all(
                             "SELECT transfer_id FROM transfers"
                             " WHERE package_id = ? AND state = 'dead'",
                             (pid,),
                         )
                     ]
                     for tid in dead:
-                        await _requeue_transfer(tx, tid, now)
-                    await _revive_package(tx, pid, now)
+                        _requeue_transfer(tx, tid, now)
+                    _revive_package(tx, pid, now)
                     count += 1
             return count
 
@@ -951,10 +1096,10 @@ class SqliteStore:
         states = tuple(s.value for s in PACKAGE_EXPIRABLE)
         in_states = ",".join("?" * len(states))
 
-        async def op(tx: _Tx) -> Expired:
+        def op(tx: _Tx) -> Expired:
             old = [
                 r[0]
-                for r in await tx.all(
+                for r in tx.all(
                     f"SELECT package_id FROM packages WHERE state IN ({in_states})"  # noqa: S608
                     " AND since <= ?",
                     (*states, package_cutoff),
@@ -963,12 +1108,12 @@ class SqliteStore:
             dead: list[str] = []
             for pid in old:
                 reason = f"package expired: older than {self.settings.package_max_age_s:g} s"
-                for (tid,) in await tx.all(
+                for (tid,) in tx.all(
                     "SELECT transfer_id FROM transfers WHERE package_id = ?"
                     " AND state IN ('queued', 'in_flight')",
                     (pid,),
                 ):
-                    await tx.move(
+                    tx.move(
                         "transfer",
                         tid,
                         TransferState.DEAD,
@@ -977,15 +1122,13 @@ class SqliteStore:
                         {"last_error": reason, "lease_token": None},
                     )
                     dead.append(tid)
-                await tx.move("package", pid, PackageState.EXPIRED, now, reason, {"reason": reason})
-            for (tid,) in await tx.all(
+                tx.move("package", pid, PackageState.EXPIRED, now, reason, {"reason": reason})
+            for (tid,) in tx.all(
                 "SELECT transfer_id FROM transfers WHERE state = 'queued' AND since <= ?",
                 (transfer_cutoff,),
             ):
                 reason = f"transfer expired: queued longer than {self.settings.retry.max_age_s:g} s"
-                await tx.move(
-                    "transfer", tid, TransferState.DEAD, now, reason, {"last_error": reason}
-                )
+                tx.move("transfer", tid, TransferState.DEAD, now, reason, {"last_error": reason})
                 dead.append(tid)
             return Expired(tuple(old), tuple(dead))
 
@@ -996,16 +1139,49 @@ class SqliteStore:
     async def inbox_add(self, package_id: str, recipients: Sequence[str], now: float) -> None:
         """Deliver a verified package to local recipients."""
 
-        async def op(tx: _Tx) -> None:
-            await tx.move("package", package_id, PackageState.DELIVERED, now, ", ".join(recipients))
-            for recipient in recipients:
-                await tx.run(
-                    "INSERT INTO inbox (package_id, recipient, state, added_at) VALUES (?,?,?,?)",
-                    (package_id, recipient, InboxState.NEW.value, now),
-                )
-                await tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
+        def op(tx: _Tx) -> None:
+            _inbox_add(tx, package_id, recipients, now)
 
         await self._write(op)
+
+    async def deliver(
+        self,
+        package_id: str,
+        recipients: Sequence[str],
+        now: float,
+        replies: Sequence[Reply] = (),
+        receipt: Receipt | None = None,
+    ) -> None:
+        """Deliver a checked package to local ``recipients`` (-> verified -> delivered), record
+        ``receipt`` and store the ``replies`` made here (status 01 ...), each routed or
+        delivered here, all in one commit: no stop in between can lose a reply."""
+
+        def op(tx: _Tx) -> None:
+            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
+            if row is not None and row[0] == PackageState.STORED:
+                tx.move("package", package_id, PackageState.VERIFIED, now)
+            _inbox_add(tx, package_id, recipients, now)
+            if receipt is not None:
+                _add_receipt(tx, receipt)
+            for reply in replies:
+                pid = reply.meta.sha256
+                if tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
+                    continue  # made before, with the same bytes: stored and routed then
+                inline = self._inline(reply.data)
+                _insert_package(tx, reply.meta, inline, None, PackageState.SIGNED, now)
+                if reply.local:
+                    tx.move("package", pid, PackageState.VERIFIED, now)
+                    _inbox_add(tx, pid, reply.local, now)
+                    if reply.receipt is not None:
+                        _add_receipt(tx, reply.receipt)
+                if reply.hops:
+                    _route(tx, pid, reply.hops, now)
+
+        for reply in replies:
+            reply.meta.check(reply.data)
+        await self._write(op, [(r.meta.sha256, r.data) for r in replies])
+        for reply in replies:
+            self._remember(reply.meta.sha256, reply.data)
 
     async def inbox_list(
         self, recipient: str | None = None, pending: bool = True
@@ -1027,8 +1203,8 @@ class SqliteStore:
     async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
         """Record the office software's retrieval (or its failure) of an inbox entry."""
 
-        async def op(tx: _Tx) -> None:
-            row = await tx.one(
+        def op(tx: _Tx) -> None:
+            row = tx.one(
                 "SELECT i.package_id, i.recipient, i.state, p.document_id FROM inbox i"
                 " JOIN packages p USING (package_id) WHERE entry_id = ?",
                 (entry_id,),
@@ -1038,8 +1214,8 @@ class SqliteStore:
             if row["state"] in (InboxState.DONE, InboxState.REVOKED):
                 return  # retrieved or revoked already: a repeated acknowledgement changes nothing
             to_state = InboxState.DONE if ok else InboxState.FAILED
-            await tx.move("inbox entry", entry_id, to_state, now, detail)
-            await _add_receipt(
+            tx.move("inbox entry", entry_id, to_state, now, detail)
+            _add_receipt(
                 tx,
                 Receipt(
                     row["document_id"],
@@ -1050,7 +1226,7 @@ class SqliteStore:
                     detail,
                 ),
             )
-            await _maybe_done(tx, row["package_id"], now)
+            _maybe_done(tx, row["package_id"], now)
 
         await self._write(op)
 
@@ -1059,16 +1235,16 @@ class SqliteStore:
     ) -> int:
         """Mark the document's entries for ``recipient`` revoked; how many changed."""
 
-        async def op(tx: _Tx) -> int:
-            rows = await tx.all(
+        def op(tx: _Tx) -> int:
+            rows = tx.all(
                 "SELECT i.entry_id, i.package_id FROM inbox i JOIN packages p USING (package_id)"
                 " WHERE p.document_id = ? AND i.recipient = ? AND p.kind = 'edoc'"
                 " AND i.state != 'revoked'",
                 (document_id, recipient),
             )
             for row in rows:
-                await tx.move("inbox entry", row["entry_id"], InboxState.REVOKED, now, reason)
-                await _maybe_done(tx, row["package_id"], now)
+                tx.move("inbox entry", row["entry_id"], InboxState.REVOKED, now, reason)
+                _maybe_done(tx, row["package_id"], now)
             return len(list(rows))
 
         return await self._write(op)
@@ -1076,8 +1252,8 @@ class SqliteStore:
     async def record_receipt(self, receipt: Receipt) -> None:
         """Record a receipt for its document."""
 
-        async def op(tx: _Tx) -> None:
-            await _add_receipt(tx, receipt)
+        def op(tx: _Tx) -> None:
+            _add_receipt(tx, receipt)
 
         await self._write(op)
 
@@ -1170,11 +1346,10 @@ class SqliteStore:
 # -- operations shared by several methods -----------------------------------------------------
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+def _migrate(db: sqlite3.Connection) -> None:
     from lienthong.store.schema import MIGRATIONS
 
-    async with db.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+    row = db.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row else 0
     if version > len(MIGRATIONS):
         raise StoreTransientError(
@@ -1182,18 +1357,25 @@ async def _migrate(db: aiosqlite.Connection) -> None:
             f"({len(MIGRATIONS)}): upgrade lienthong"
         )
     for number in range(version, len(MIGRATIONS)):
-        await db.executescript(
+        db.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
         )
 
 
-async def _insert_package(
-    tx: _Tx, meta: PackageMeta, from_peer: str | None, before: PackageState, now: float
+def _insert_package(
+    tx: _Tx,
+    meta: PackageMeta,
+    inline: bytes | None,
+    from_peer: str | None,
+    before: PackageState,
+    now: float,
 ) -> None:
+    """Insert a package (``before -> stored``); ``inline`` its bytes when they live in the row."""
     pid = meta.sha256
     check("package", pid, before, PackageState.STORED)
-    await tx.run(
-        "INSERT INTO packages VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?)",
+    tx.run(
+        f"INSERT INTO packages ({_PACKAGE_COLUMNS}, data)"  # noqa: S608
+        " VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
         (
             pid,
             meta.document_id,
@@ -1206,20 +1388,75 @@ async def _insert_package(
             now,
             now,
             now,
+            inline,
         ),
     )
     origin = f"from {from_peer}" if from_peer else "submitted here"
-    await tx.log(
+    tx.log(
         now, "package", pid, before, PackageState.STORED, f"{meta.kind} {meta.document_id} {origin}"
     )
 
 
-async def _add_receipt(tx: _Tx, r: Receipt) -> None:
-    await tx.run(
+def _route(tx: _Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: float) -> list[str]:
+    """Move the package to routed and queue one transfer per next hop; their ids."""
+    tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
+    ids = []
+    for hop, recipients in hops.items():
+        tid = uuid.uuid4().hex
+        tx.run(
+            "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
+            " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                tid,
+                package_id,
+                hop,
+                json.dumps(list(recipients)),
+                TransferState.QUEUED.value,
+                now,
+                now,
+                now,
+                now,
+            ),
+        )
+        tx.log(now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}")
+        ids.append(tid)
+    return ids
+
+
+def _due_transfer(tx: _Tx, next_hop: str | None, now: float) -> sqlite3.Row | None:
+    """The transfer to take next (for ``next_hop``, or any): one whose lease ran out first,
+    else the queued one due longest. Each query walks an index, never the whole history."""
+    hop = "" if next_hop is None else " AND next_hop = ?"
+    extra = () if next_hop is None else (next_hop,)
+    columns = "SELECT transfer_id, state, attempts, since FROM transfers"
+    return tx.one(
+        f"{columns} WHERE state = 'in_flight' AND lease_expires_at <= ?{hop}"
+        " ORDER BY lease_expires_at LIMIT 1",
+        (now, *extra),
+    ) or tx.one(
+        f"{columns} WHERE state = 'queued' AND next_attempt_at <= ?{hop}"
+        " ORDER BY next_attempt_at LIMIT 1",
+        (now, *extra),
+    )
+
+
+def _inbox_add(tx: _Tx, package_id: str, recipients: Sequence[str], now: float) -> None:
+    """Deliver the package to ``recipients`` here: delivered, one new inbox entry each."""
+    tx.move("package", package_id, PackageState.DELIVERED, now, ", ".join(recipients))
+    for recipient in recipients:
+        tx.run(
+            "INSERT INTO inbox (package_id, recipient, state, added_at) VALUES (?,?,?,?)",
+            (package_id, recipient, InboxState.NEW.value, now),
+        )
+        tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
+
+
+def _add_receipt(tx: _Tx, r: Receipt) -> None:
+    tx.run(
         "INSERT INTO receipts (document_id, level, code, by, at, detail) VALUES (?,?,?,?,?,?)",
         (r.document_id, r.level, r.code, r.by, r.at, r.detail),
     )
-    await tx.log(r.at, "receipt", r.document_id, None, f"{r.level} {r.code}", f"by {r.by}")
+    tx.log(r.at, "receipt", r.document_id, None, f"{r.level} {r.code}", f"by {r.by}")
 
 
 _INBOX_SELECT = (
@@ -1240,9 +1477,9 @@ def _inbox_entry(r: sqlite3.Row) -> InboxEntry:
     )
 
 
-async def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
+def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
     """Mark the package done once every transfer is acknowledged and every entry retrieved."""
-    row = await tx.one(
+    row = tx.one(
         "SELECT state,"
         " (SELECT count(*) FROM transfers WHERE package_id = p.package_id"
         "  AND state NOT IN ('acked', 'rerouted')),"
@@ -1255,17 +1492,17 @@ async def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
     if row[0] in (PackageState.ROUTED, PackageState.DELIVERED, PackageState.EXPIRED) and (
         row[1] == 0 and row[2] == 0
     ):
-        await tx.move("package", package_id, PackageState.DONE, now)
+        tx.move("package", package_id, PackageState.DONE, now)
 
 
-async def _dead_item(tx: _Tx, item_id: str) -> tuple[list[str], list[str]]:
+def _dead_item(tx: _Tx, item_id: str) -> tuple[list[str], list[str]]:
     """The dead transfer or expired package named ``item_id``, or :class:`UnknownId`."""
-    row = await tx.one("SELECT state FROM transfers WHERE transfer_id = ?", (item_id,))
+    row = tx.one("SELECT state FROM transfers WHERE transfer_id = ?", (item_id,))
     if row is not None:
         if row[0] != TransferState.DEAD:
             raise UnknownId(f"transfer {item_id} is {row[0]}, not dead: nothing to requeue")
         return [item_id], []
-    row = await tx.one("SELECT state FROM packages WHERE package_id = ?", (item_id,))
+    row = tx.one("SELECT state FROM packages WHERE package_id = ?", (item_id,))
     if row is not None:
         if row[0] != PackageState.EXPIRED:
             raise UnknownId(f"package {item_id} is {row[0]}, not expired: nothing to requeue")
@@ -1273,8 +1510,8 @@ async def _dead_item(tx: _Tx, item_id: str) -> tuple[list[str], list[str]]:
     raise UnknownId(f"no dead transfer or expired package with id {item_id}")
 
 
-async def _requeue_transfer(tx: _Tx, tid: str, now: float) -> None:
-    await tx.move(
+def _requeue_transfer(tx: _Tx, tid: str, now: float) -> None:
+    tx.move(
         "transfer",
         tid,
         TransferState.QUEUED,
@@ -1282,22 +1519,22 @@ async def _requeue_transfer(tx: _Tx, tid: str, now: float) -> None:
         "requeued",
         {"attempts": 0, "since": now, "next_attempt_at": now},
     )
-    row = await tx.one(
+    row = tx.one(
         "SELECT p.package_id, p.state FROM transfers t JOIN packages p USING (package_id)"
         " WHERE transfer_id = ?",
         (tid,),
     )
     if row is not None and row[1] == PackageState.EXPIRED:
-        await _revive_package(tx, row[0], now)
+        _revive_package(tx, row[0], now)
 
 
-async def _revive_package(tx: _Tx, pid: str, now: float) -> None:
-    row = await tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
+def _revive_package(tx: _Tx, pid: str, now: float) -> None:
+    row = tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
     if row is None or row[0] != PackageState.EXPIRED:
         return
-    has_transfers = await tx.one("SELECT 1 FROM transfers WHERE package_id = ?", (pid,))
+    has_transfers = tx.one("SELECT 1 FROM transfers WHERE package_id = ?", (pid,))
     to_state = PackageState.ROUTED if has_transfers else PackageState.STORED
-    await tx.move("package", pid, to_state, now, "requeued", {"since": now})
+    tx.move("package", pid, to_state, now, "requeued", {"since": now})
 
 
 def _package_record(r: sqlite3.Row) -> PackageRecord:

@@ -18,6 +18,7 @@ Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lienthong.edxml.codes import code_problem
+from lienthong.edxml.codes import code_problem as _code_problem_uncached
 from lienthong.errors import PeerInputError
 
 __all__ = [
@@ -60,7 +61,18 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _TRANSFER_KEYS = frozenset(
     {"v", "type", "transfer", "kind", "recipients", "sha256", "size", "index", "count", "len"}
 )
+_TRANSFER_LABELS = ("document", "origin")
+"""Optional transfer header fields: the DocumentId and the sending agency, as the sender read
+them. Labels for logs and traces on the way; never trusted for a decision."""
+MAX_LABEL = 256
 _RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status"})
+
+
+@functools.lru_cache(maxsize=4096)
+def code_problem(code: str) -> str | None:
+    """What is wrong with an agency code, or None; remembered, since every frame and topic
+    names the same few codes again."""
+    return _code_problem_uncached(code)
 
 
 class FrameError(PeerInputError):
@@ -72,7 +84,9 @@ class TransferFrame:
     """One chunk of a package on its way to a neighbour.
 
     ``recipients`` are the recipient codes this hop carries; ``sha256`` (hex) and ``size``
-    describe the whole package; ``index`` counts from 0 to ``count - 1``.
+    describe the whole package; ``index`` counts from 0 to ``count - 1``. ``document`` and
+    ``origin`` (the DocumentId and the sending agency, empty when unknown) let a node that only
+    passes the package on name it without reading it; the package itself is what counts.
     """
 
     transfer_id: str
@@ -83,9 +97,15 @@ class TransferFrame:
     index: int
     count: int
     chunk: bytes
+    document: str = ""
+    origin: str = ""
 
     def __post_init__(self) -> None:
         _check_transfer_id(self.transfer_id)
+        for name in _TRANSFER_LABELS:
+            value = getattr(self, name)
+            if not isinstance(value, str) or len(value) > MAX_LABEL:
+                raise FrameError(f"frame {name} {value!r:.40} is not text of at most {MAX_LABEL}")
         _check_sha256(self.sha256)
         if self.kind not in _KINDS:
             raise FrameError(f"frame kind {self.kind!r} is neither 'edoc' nor 'status'")
@@ -104,9 +124,18 @@ class TransferFrame:
         if len(self.chunk) > self.size:
             raise FrameError(f"a {len(self.chunk)}-byte chunk of a {self.size}-byte package")
 
-    def metadata(self) -> tuple[str, str, tuple[str, ...], str, int, int]:
+    def metadata(self) -> tuple[object, ...]:
         """What every chunk of one transfer must agree on."""
-        return (self.transfer_id, self.kind, self.recipients, self.sha256, self.size, self.count)
+        return (
+            self.transfer_id,
+            self.kind,
+            self.recipients,
+            self.sha256,
+            self.size,
+            self.count,
+            self.document,
+            self.origin,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,13 +155,16 @@ class HopReceipt:
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """A transfer reassembled and checked against its digest."""
+    """A transfer reassembled and checked against its digest (``document`` and ``origin`` are
+    the sender's labels, empty when it gave none)."""
 
     transfer_id: str
     kind: Kind
     recipients: tuple[str, ...]
     sha256: str
     data: bytes
+    document: str = ""
+    origin: str = ""
 
 
 Frame = TransferFrame | HopReceipt
@@ -171,6 +203,9 @@ def encode_frame(frame: Frame) -> bytes:
             "count": frame.count,
             "len": len(payload),
         }
+        header.update(
+            {name: getattr(frame, name) for name in _TRANSFER_LABELS if getattr(frame, name)}
+        )
     else:
         header = {
             "v": VERSION,
@@ -233,7 +268,11 @@ def decode_frame(data: bytes) -> Frame:
         )
     if kind != "transfer":
         raise FrameError(f"frame type {kind!r} is neither 'transfer' nor 'receipt'")
-    _refuse_unknown(header, _TRANSFER_KEYS)
+    _refuse_unknown(header, _TRANSFER_KEYS.union(_TRANSFER_LABELS))
+    labels = {name: header[name] for name in _TRANSFER_LABELS if name in header}
+    for name, value in labels.items():
+        if not isinstance(value, str):
+            raise FrameError(f"frame header field {name!r} is not text")
     length = _field(header, "len", int)
     if length != len(payload):
         raise FrameError(f"the header announces {length} payload bytes, {len(payload)} came")
@@ -249,6 +288,7 @@ def decode_frame(data: bytes) -> Frame:
         index=_field(header, "index", int),
         count=_field(header, "count", int),
         chunk=payload,
+        **labels,
     )
 
 
@@ -266,13 +306,27 @@ def max_chunk_for(message_size_limit: int) -> int:
 
 
 def split_into_frames(
-    transfer_id: str, kind: Kind, recipients: Iterable[str], data: bytes, max_chunk: int
+    transfer_id: str,
+    kind: Kind,
+    recipients: Iterable[str],
+    data: bytes,
+    max_chunk: int,
+    *,
+    sha256: str | None = None,
+    document: str = "",
+    origin: str = "",
 ) -> list[TransferFrame]:
-    """Cut ``data`` into frames of at most ``max_chunk`` payload bytes (one frame if empty)."""
+    """Cut ``data`` into frames of at most ``max_chunk`` payload bytes (one frame if empty).
+
+    ``sha256`` is the digest of ``data`` when the caller knows it (the store's package id), so
+    it is not computed again; ``document`` and ``origin`` label the frames (left out when
+    longer than :data:`MAX_LABEL`)."""
     if max_chunk < 1:
         raise ValueError(f"max_chunk must be at least 1, not {max_chunk}")
     codes = tuple(recipients)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    # A label too long to carry is left out: the next node then reads the package for it.
+    document, origin = (label if len(label) <= MAX_LABEL else "" for label in (document, origin))
     count = max(1, -(-len(data) // max_chunk))
     return [
         TransferFrame(
@@ -284,6 +338,8 @@ def split_into_frames(
             index,
             count,
             data[index * max_chunk : (index + 1) * max_chunk],
+            document,
+            origin,
         )
         for index in range(count)
     ]
@@ -300,7 +356,7 @@ class Reassembler:
     def __init__(self, max_size: int = DEFAULT_MAX_PACKAGE) -> None:
         """``max_size`` caps the announced package size, so memory use is bounded."""
         self.max_size = max_size
-        self._metadata: tuple[str, str, tuple[str, ...], str, int, int] | None = None
+        self._metadata: tuple[object, ...] | None = None
         self._chunks: dict[int, bytes] = {}
         self._held = 0
         self.done = False
@@ -326,7 +382,7 @@ class Reassembler:
         elif meta != self._metadata:
             raise FrameError(
                 f"frame {frame.index} of transfer {frame.transfer_id} disagrees with the"
-                " transfer's earlier frames (recipients, kind, digest, size or count)"
+                " transfer's earlier frames (recipients, kind, digest, size, count or labels)"
             )
         held = self._chunks.get(frame.index)
         if held is not None:
@@ -362,7 +418,15 @@ class Reassembler:
                 f" not the announced {frame.sha256}"
             )
         self.done = True
-        return Package(frame.transfer_id, frame.kind, frame.recipients, frame.sha256, data)
+        return Package(
+            frame.transfer_id,
+            frame.kind,
+            frame.recipients,
+            frame.sha256,
+            data,
+            frame.document,
+            frame.origin,
+        )
 
 
 # -- topics ----------------------------------------------------------------------------------

@@ -197,6 +197,8 @@ class Link:
     # A readiness check wants a yes/no answer, not an exception to catch: hence the argument.
     async def wait_up(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait until the link is up (True) or ``timeout`` seconds pass (False)."""
+        if self._up.is_set():
+            return True  # the common case, asked before every transfer: no timer
         try:
             async with asyncio.timeout(timeout):
                 await self._up.wait()

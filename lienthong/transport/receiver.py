@@ -3,9 +3,20 @@
 A transfer frame is added to the reassembler of its (sender, transfer id). A complete package
 is stored with :meth:`Store.receive` (which dedupes by transfer id and digest), and only after
 that commit is the hop receipt published back to the sender; a duplicate is answered again,
-since the first receipt may have been lost. New packages are handed to ``on_package`` (the
-processor's queue). A hop receipt from a neighbour is recorded in the store and wakes the
-sender waiting for it.
+since the first receipt may have been lost.
+
+Transit fast path: when ``transit(recipients)`` gives next hops (no recipient is served here and
+every one can be routed), the package is not read at all: the reassembler has checked its
+digest, the frame names its recipients (and labels its DocumentId and sending agency for logs
+and traces), and the store routes it in the same commit that stores it, before the hop receipt;
+``on_routed(hops)`` then wakes the senders. The destination verifies the signature and checks the
+signed recipient list. Any other new package (for a recipient here, or with recipients that
+cannot be routed) is handed to ``on_package`` (the processor's queue), which reads it.
+
+A hop receipt from a neighbour wakes the sender waiting for it (when it names the digest sent
+and comes from the neighbour it went to) and is recorded in the store; receipts are recorded in
+tasks of their own, so the link goes on reading frames meanwhile and the receipts arriving
+together share one commit.
 
 Frames that cannot be decoded or that contradict each other are refused with a log line and
 dropped: they are not a package yet, and the sender keeps the package queued until a receipt,
@@ -17,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -59,6 +70,14 @@ def describe(data: bytes, transfer_id: str) -> tuple[str, str]:
     return pkg.document_id, pkg.sender
 
 
+Hops = Mapping[str, Sequence[str]]
+"""Next hop -> the recipients a transfer to it carries."""
+
+
+def _not_transit(recipients: Sequence[str]) -> Hops | None:
+    return None
+
+
 class Receiver:
     """Handles every frame that reaches this node, over any link."""
 
@@ -73,12 +92,18 @@ class Receiver:
         concurrency: int = 32,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        transit: Callable[[Sequence[str]], Hops | None] = _not_transit,
+        on_routed: Callable[[Iterable[str]], None] = lambda hops: None,
     ) -> None:
         """``metrics`` counts bytes, packages stored, duplicates and refused frames;
-        ``concurrency`` bounds the packages being stored at once."""
+        ``concurrency`` bounds the packages being stored at once; ``transit(recipients)`` gives
+        the next hops of a package only passing through (None: read it here), and
+        ``on_routed(hops)`` is called once such a package's transfers are queued."""
         self.store = store
         self.receipts = receipts
         self.on_package = on_package
+        self.transit = transit
+        self.on_routed = on_routed
         self.max_package_bytes = max_package_bytes
         self.partial_ttl = partial_ttl
         self.clock = clock
@@ -107,11 +132,13 @@ class Receiver:
             _log.warning("frame_refused", peer=sender, reason=str(exc))
             return
         if isinstance(frame, HopReceipt):
-            await self._on_receipt(sender, frame)
+            self._tasks.spawn(self._on_receipt(sender, frame), name=f"ack:{frame.transfer_id}")
         elif self.accepting:
             await self._on_transfer_frame(link, sender, frame)
 
     async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
+        # The sender goes on at once; the store records the receipt with others in one commit.
+        self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender)
         try:
             await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock(), by=sender)
         except LienthongError as exc:
@@ -121,8 +148,6 @@ class Receiver:
                 transfer_id=receipt.transfer_id,
                 reason=str(exc),
             )
-            return
-        self.receipts.arrived(receipt.transfer_id)
 
     async def _on_transfer_frame(self, link: Link, sender: str, frame: TransferFrame) -> None:
         key = (sender, frame.transfer_id)
@@ -186,7 +211,12 @@ class Receiver:
 
     async def _on_package(self, link: Link, sender: str, package: Package) -> None:
         data = package.data
-        document_id, origin = await off_loop(describe, data, package.transfer_id)
+        hops = self.transit(package.recipients)
+        if hops is not None and package.document and package.origin:
+            document_id, origin = package.document, package.origin
+        else:
+            # For a recipient here, the package itself names the document (never the frame).
+            document_id, origin = await off_loop(describe, data, package.transfer_id)
         with structlog.contextvars.bound_contextvars(
             document_id=document_id, transfer_id=package.transfer_id, peer=sender
         ):
@@ -194,7 +224,9 @@ class Receiver:
             meta = PackageMeta(
                 document_id, package.kind, origin, package.recipients, package.sha256, len(data)
             )
-            result = await self.store.receive(package.transfer_id, data, meta, sender, self.clock())
+            result = await self.store.receive(
+                package.transfer_id, data, meta, sender, self.clock(), hops=hops
+            )
             if result.outcome == ReceiveOutcome.CONFLICT:
                 self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
@@ -213,5 +245,14 @@ class Receiver:
                 return
             self.received += 1
             self.metrics.received(package.kind, sender, result.package_id)
-            _log.info("transfer_stored", size=len(data), recipients=list(package.recipients))
-            await self.on_package(result.package_id)
+            # The one line of a transfer at this node: stored, and routed when passing through.
+            _log.info(
+                "transfer_stored",
+                size=len(data),
+                recipients=list(package.recipients),
+                hops={hop: list(codes) for hop, codes in hops.items()} if hops else None,
+            )
+            if hops:
+                self.on_routed(hops)
+            else:
+                await self.on_package(result.package_id)

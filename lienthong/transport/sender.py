@@ -30,21 +30,31 @@ _log = get_logger("lienthong.transport.sender")
 
 
 class ReceiptWaiter:
-    """Futures for hop receipts, keyed by transfer id, shared by the senders of a node."""
+    """Futures for hop receipts, keyed by transfer id, shared by the senders of a node.
+
+    A receipt wakes its sender as soon as it arrives, if it names the digest sent and comes
+    from the neighbour it was sent to; recording it in the store follows (and checks the same
+    again). So a sender's window is not held by the commit of the receipt, whose loss would
+    only make the transfer go once more."""
 
     def __init__(self) -> None:
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[None], str, str]] = {}
 
-    def expect(self, transfer_id: str) -> asyncio.Future[None]:
-        """A future resolved when the receipt for ``transfer_id`` arrives."""
+    def expect(self, transfer_id: str, sha256: str, neighbour: str) -> asyncio.Future[None]:
+        """A future resolved when ``neighbour``'s receipt for ``transfer_id`` with ``sha256``
+        arrives."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[transfer_id] = future
+        self._waiting[transfer_id] = (future, sha256, neighbour)
         return future
 
-    def arrived(self, transfer_id: str) -> bool:
-        """Wake the sender waiting for ``transfer_id``; False if none was waiting."""
-        future = self._waiting.pop(transfer_id, None)
-        if future is None or future.done():
+    def arrived(self, transfer_id: str, sha256: str, by: str) -> bool:
+        """Wake the sender waiting for ``transfer_id`` when the receipt matches what was sent;
+        False if none was waiting for it (or it does not match)."""
+        waiting = self._waiting.get(transfer_id)
+        if waiting is None or (waiting[1], waiting[2]) != (sha256, by):
+            return False
+        future = self._waiting.pop(transfer_id)[0]
+        if future.done():
             return False
         future.set_result(None)
         return True
@@ -52,7 +62,8 @@ class ReceiptWaiter:
     def forget(self, transfer_id: str, future: asyncio.Future[None]) -> None:
         """Stop waiting with ``future`` for ``transfer_id`` (sent, failed or cancelled); a
         newer wait for the same transfer (taken again after its lease ran out) stays."""
-        if self._waiting.get(transfer_id) is future:
+        waiting = self._waiting.get(transfer_id)
+        if waiting is not None and waiting[0] is future:
             del self._waiting[transfer_id]
 
 
@@ -119,6 +130,9 @@ class HopSender:
                 continue
             await self._slots.acquire()
             lease = None
+            # Cleared before looking, not after: a transfer queued while the store looks
+            # wakes the next look instead of waiting for the poll.
+            self._wake.clear()
             try:
                 if self._taking:
                     lease = await self.store.lease_transfer(self.neighbour, self.clock())
@@ -131,7 +145,6 @@ class HopSender:
             self._tasks.spawn(self._send(lease), name=f"send:{lease.transfer_id}")
 
     async def _idle(self) -> None:
-        self._wake.clear()
         try:
             async with asyncio.timeout(self.poll):
                 await self._wake.wait()
@@ -163,11 +176,18 @@ class HopSender:
         with structlog.contextvars.bound_contextvars(
             document_id=lease.document_id, transfer_id=lease.transfer_id, peer=self.neighbour
         ):
-            waiting = self.receipts.expect(lease.transfer_id)
+            waiting = self.receipts.expect(lease.transfer_id, lease.sha256, self.neighbour)
             try:
                 data = await self.store.read_package(lease.package_id)
                 frames = split_into_frames(
-                    lease.transfer_id, lease.kind, lease.recipients, data, self.max_chunk
+                    lease.transfer_id,
+                    lease.kind,
+                    lease.recipients,
+                    data,
+                    self.max_chunk,
+                    sha256=lease.sha256,
+                    document=lease.document_id,
+                    origin=lease.sender,
                 )
                 # Latency is measured on the monotonic clock: ``clock`` is for schedules.
                 started = time.monotonic()
@@ -179,7 +199,8 @@ class HopSender:
                     await waiting
                 self.sent += 1
                 self.metrics.sent(lease.kind, self.neighbour, time.monotonic() - started)
-                _log.info("transfer_acked", attempt=lease.attempt, size=len(data))
+                # Debug: the transfer's info line is where it was stored (one per node).
+                _log.debug("transfer_acked", attempt=lease.attempt, size=len(data))
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
                 await self._failed(lease, reason)

@@ -1,0 +1,79 @@
+"""The sender of one neighbour takes transfers as soon as they are queued."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lienthong.store import Lease, SqliteStore
+from lienthong.transport.sender import HopSender, ReceiptWaiter
+
+NEIGHBOUR = "000.00.00.G22"
+
+
+class _UpLink:
+    """Stands for a link that is up; what is published is recorded."""
+
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    async def wait_up(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return True
+
+    async def publish(self, to: str, payload: bytes) -> None:
+        self.published.append(payload)
+
+
+class _QueuedWhileLooking(SqliteStore):
+    """A store where a transfer is queued (and the sender woken) while the sender's first look
+    for one is under way, so that look finds nothing."""
+
+    sender: HopSender
+    looks = 0
+
+    async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
+        self.looks += 1
+        found = await super().lease_transfer(next_hop, now)
+        if self.looks == 1:
+            self.sender.wake()
+        return found
+
+
+async def test_transfer_queued_during_a_look_is_taken_without_waiting_for_the_poll(
+    tmp_path: Path,
+) -> None:
+    """A wake that comes while the sender looks for work makes it look again at once, even with
+    an hour between polls."""
+    async with _QueuedWhileLooking(tmp_path / "state") as store:
+        sender = HopSender(
+            neighbour=NEIGHBOUR,
+            link=_UpLink(),  # type: ignore[arg-type]
+            store=store,
+            receipts=ReceiptWaiter(),
+            max_chunk=1024,
+            receipt_timeout=3600.0,
+            window=1,
+            poll=3600.0,
+        )
+        store.sender = sender
+        task = asyncio.create_task(sender.run())
+        try:
+            async with asyncio.timeout(60):
+                while store.looks < 2:  # noqa: ASYNC110 - polls state the code under test owns
+                    await asyncio.sleep(0.01)
+        finally:
+            sender.stop_taking()
+            task.cancel()
+        assert store.looks >= 2
+
+
+async def test_receipt_wakes_its_sender_only_from_the_next_hop_with_the_digest_sent() -> None:
+    """A receipt naming another digest, or from another neighbour, leaves the sender waiting;
+    the receipt that matches wakes it."""
+    waiter = ReceiptWaiter()
+    waiting = waiter.expect("t-1", "a" * 64, NEIGHBOUR)
+    assert not waiter.arrived("t-1", "b" * 64, NEIGHBOUR)
+    assert not waiter.arrived("t-1", "a" * 64, "000.00.00.H99")
+    assert not waiting.done()
+    assert waiter.arrived("t-1", "a" * 64, NEIGHBOUR)
+    assert waiting.done()
