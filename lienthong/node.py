@@ -167,6 +167,7 @@ class Node:
             strict=config.validation.strict,
         )
         self._stop = asyncio.Event()
+        self._neighbours_of: tuple[Directory, dict[str, str]] | None = None
         self._routes_changed = asyncio.Event()
         self._routes_waiting = 0
         self._rerouting = asyncio.Lock()
@@ -202,6 +203,17 @@ class Node:
     def _on_message(self, name: str) -> OnMessage:
         # Links are made before the receiver, so the link is looked up when a frame arrives.
         async def on_message(sender: str, payload: bytes) -> None:
+            if not self._is_neighbour(sender, name):
+                # The broker proves who sent it, but any node of the CA can reach a broker:
+                # only the directory's neighbours on this link may hand this node anything.
+                self.metrics.frame_refused(sender)
+                _log.warning(
+                    "frame_from_stranger",
+                    peer=sender,
+                    link=name,
+                    reason=f"{sender} is not a neighbour of {self.me} over the {name} link",
+                )
+                return
             if claims(payload):  # directory versions: their own frames, their own handler
                 await self.dirsync.on_frame(sender, payload)
                 return
@@ -213,6 +225,20 @@ class Node:
     def directory(self) -> Directory:
         """The directory in force (read from :attr:`directories` at each use)."""
         return self.directories.directory
+
+    def _is_neighbour(self, sender: str, link_name: str) -> bool:
+        """True when the directory in force makes ``sender`` a neighbour reached over
+        ``link_name`` (worked out once per directory: a state-sized one has thousands of
+        nodes)."""
+        directory = self.directory
+        cached = self._neighbours_of
+        if cached is None or cached[0] is not directory:
+            try:
+                found = self.neighbours()
+            except ConfigError:
+                found = {}
+            cached = self._neighbours_of = (directory, found)
+        return cached[1].get(sender) == link_name
 
     def neighbours(self) -> dict[str, str]:
         """Each neighbour node and the name of the link that reaches it.

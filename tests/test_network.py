@@ -8,6 +8,7 @@ Waits are bounded polls of the nodes' stores, never timed assertions.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import subprocess
@@ -22,6 +23,7 @@ from lienthong.devnet.network import Network, poll_until
 from lienthong.edxml import build, new_edoc, parse
 from lienthong.keyfiles import load_identity
 from lienthong.store.model import InboxEntry, Receipt
+from lienthong.transport.frames import encode_frame, inbox_topic, split_into_frames
 from lienthong.trust import sign_package
 
 TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "four-tier.toml"
@@ -448,3 +450,37 @@ def test_real_traffic_variants_cross_six_hops_byte_for_byte(net: Network, tmp_pa
     traced = net.lienthong(COMMUNE_B, "trace", axis)
     assert traced.returncode == 0, traced.stderr
     assert "SignerInfo: is missing [signer_info], accepted" in traced.stdout
+
+
+def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) -> None:
+    """A commune's certificate (valid, same CA) reaching the national broker publishes a
+    transfer into the other province's inbox: that province drops it before storing it and
+    says who sent it; a neighbour's frames still count (the other tests)."""
+    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},913/UBND-VP"
+    data = build(
+        new_edoc(
+            from_code=COMMUNE_A,
+            to_codes=[PROVINCE_B],
+            subject="Gửi vượt tuyến",
+            attachments=[],
+            today=dt.date.today(),
+            number="913",
+            notation="UBND-VP",
+        )
+    )
+    frames = split_into_frames("f" * 32, "edoc", [PROVINCE_B], data, 64 * 1024)
+
+    async def inject() -> None:
+        async with net.brokers[NATIONAL].client(COMMUNE_A) as client:
+            for frame in frames:
+                await client.publish(inbox_topic(PROVINCE_B, COMMUNE_A), encode_frame(frame), qos=1)
+
+    asyncio.run(inject())
+    wait_for(
+        "the province's refusal of the stranger's frame",
+        lambda: '"frame_from_stranger"' in net.nodes[PROVINCE_B].log(),
+        net,
+    )
+    line = next(x for x in net.nodes[PROVINCE_B].log().splitlines() if '"frame_from_stranger"' in x)
+    assert COMMUNE_A in line
+    assert not any(view.packages for view in net.views(document_id))
