@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 import sqlite3
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +52,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from lienthong.config import StoreSettings
 from lienthong.logs import get_logger
 from lienthong.store import retry
 from lienthong.store.blobs import BlobDir, write_durably
 from lienthong.store.errors import (
+    CorruptPackage,
     DatabaseLocked,
     DigestMismatch,
     DiskFull,
@@ -660,7 +663,38 @@ class SqliteStore:
                 raise UnknownId(f"no package {package_id}")
             return bytes(row[0]) if row[0] is not None else self.blobs.read(package_id)
 
-        return await self._read(read)
+        data = await self._read(read)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != package_id:
+            await self._quarantine_corrupt(package_id, digest)
+        return data
+
+    async def _quarantine_corrupt(self, package_id: str, digest: str) -> NoReturn:
+        """Quarantine a package whose stored bytes hash to ``digest``, not to its id, and
+        dead-letter its transfers, all with the reason; then raise :class:`CorruptPackage`."""
+        reason = (
+            f"the stored package is corrupted: its bytes hash to {digest}, not to its id"
+            f" {package_id}; it is never sent or served again (ask its sender for it anew)"
+        )
+
+        def op(tx: _Tx) -> None:
+            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
+            if row is None or row[0] == PackageState.QUARANTINED:
+                return
+            now = time.time()
+            tx.move(
+                "package", package_id, PackageState.QUARANTINED, now, reason, {"reason": reason}
+            )
+            for (tid,) in tx.all(
+                "SELECT transfer_id FROM transfers WHERE package_id = ?"
+                " AND state IN ('queued', 'in_flight')",
+                (package_id,),
+            ):
+                sets = {"last_error": reason, "lease_token": None}
+                tx.move("transfer", tid, TransferState.DEAD, now, reason, sets)
+
+        await self._write(op)
+        raise CorruptPackage(reason)
 
     async def get_package(self, package_id: str) -> PackageRecord:
         """The package's record, or :class:`UnknownId`."""

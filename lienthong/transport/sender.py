@@ -21,7 +21,7 @@ import structlog
 
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
-from lienthong.store import Lease, Store
+from lienthong.store import CorruptPackage, Lease, Store
 from lienthong.transport.frames import encode_frame, split_into_frames
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.tasks import TaskSet
@@ -204,6 +204,9 @@ class HopSender:
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
                 await self._failed(lease, reason)
+            except CorruptPackage as exc:
+                # The store quarantined the package and dead-lettered this transfer already.
+                _log.error("package_corrupted", package_id=lease.package_id, reason=str(exc))
             except Exception as exc:  # a package that cannot be read or framed: retry, visibly
                 _log.error("transfer_send_error", reason=str(exc), exc_info=True)
                 await self._failed(lease, f"cannot send: {exc}")
