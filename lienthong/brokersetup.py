@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lienthong.errors import LienthongError
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
+from lienthong.transport.brokerconf import BrokerSettings, render, render_acl
 
 __all__ = [
     "ENGINES",
@@ -159,7 +159,8 @@ class Mosquitto:
             config = render(self._settings(plan))
         except ValueError as exc:
             raise LienthongError(f"cannot write the broker configuration: {exc}") from exc
-        return {self.config_name: config, self.acl_name: ACL_PATH.read_text(encoding="utf-8")}
+        members = (plan.node, *plan.children)
+        return {self.config_name: config, self.acl_name: render_acl(members)}
 
     def test_start(self, plan: BrokerPlan, client: ssl.SSLContext, workdir: Path) -> None:
         """mosquitto 2.0 has no configuration test switch: start it for real, briefly."""

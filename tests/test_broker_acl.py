@@ -15,7 +15,7 @@ import aiomqtt
 import pytest
 from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
 
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_text
+from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_acl, render_text
 from lienthong.transport.frames import inbox_filter, inbox_topic
 
 A = "000.00.00.H49"  # a province
@@ -184,3 +184,32 @@ def test_listener_options_follow_the_listener_line(broker: Broker) -> None:
     log = broker.log()
     assert f"listen socket on port {broker.port}" in log
     assert "port 1883" not in log
+
+
+async def test_a_broker_for_its_members_grants_nothing_to_other_nodes(
+    broker_pki: Pki, tmp_path: Path
+) -> None:
+    """A broker whose ACL is written for its members (A and B) takes nothing from C, a node of
+    the same CA it does not serve: C's frame to B never arrives; A's, sent after it, does."""
+    confined = Broker(broker_pki, tmp_path / "confined", members=[A, B])
+    confined.start()
+    try:
+        async with confined.client(B) as b, confined.client(C) as c, confined.client(A) as a:
+            await b.subscribe(inbox_filter(B), qos=1)
+            await c.publish(inbox_topic(B, C), b"from a stranger", qos=1)
+            await a.publish(inbox_topic(B, A), b"from a member", qos=1)
+            message = await _next(b)
+            assert (str(message.topic), message.payload) == (inbox_topic(B, A), b"from a member")
+            assert await _nothing_more(b) == []
+    finally:
+        confined.kill()
+
+
+def test_member_acl_grants_each_member_its_own_topics_only() -> None:
+    """The rendered ACL names each member once with its two rules, and nothing for others."""
+    text = render_acl([B, A, A])
+    assert text.count("\nuser ") == 2
+    assert f"user {A}\ntopic write lienthong/v1/+/in/{A}\ntopic read lienthong/v1/{A}/in/#" in text
+    assert "pattern" not in text
+    with pytest.raises(ValueError, match="cannot name a broker user"):
+        render_acl(["a/b"])

@@ -453,13 +453,13 @@ def test_real_traffic_variants_cross_six_hops_byte_for_byte(net: Network, tmp_pa
 
 
 def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) -> None:
-    """A commune's certificate (valid, same CA) reaching the national broker publishes a
-    transfer into the other province's inbox: that province drops it before storing it and
-    says who sent it; a neighbour's frames still count (the other tests)."""
-    document_id = f"{COMMUNE_A},{time.strftime('%Y/%m/%d')},913/UBND-VP"
+    """A province publishes through the national broker (which serves it) into the other
+    province's inbox: they are not neighbours (no peer link joins them), so the other province
+    drops the frame before storing it and says who sent it."""
+    document_id = f"{PROVINCE_A},{time.strftime('%Y/%m/%d')},913/UBND-VP"
     data = build(
         new_edoc(
-            from_code=COMMUNE_A,
+            from_code=PROVINCE_A,
             to_codes=[PROVINCE_B],
             subject="Gửi vượt tuyến",
             attachments=[],
@@ -471,9 +471,11 @@ def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) ->
     frames = split_into_frames("f" * 32, "edoc", [PROVINCE_B], data, 64 * 1024)
 
     async def inject() -> None:
-        async with net.brokers[NATIONAL].client(COMMUNE_A) as client:
+        # Another client id: the province's daemon keeps its own session on this broker.
+        async with net.brokers[NATIONAL].client(PROVINCE_A, identifier="intruder") as client:
             for frame in frames:
-                await client.publish(inbox_topic(PROVINCE_B, COMMUNE_A), encode_frame(frame), qos=1)
+                payload = encode_frame(frame)
+                await client.publish(inbox_topic(PROVINCE_B, PROVINCE_A), payload, qos=1)
 
     asyncio.run(inject())
     wait_for(
@@ -482,5 +484,5 @@ def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) ->
         net,
     )
     line = next(x for x in net.nodes[PROVINCE_B].log().splitlines() if '"frame_from_stranger"' in x)
-    assert COMMUNE_A in line
+    assert PROVINCE_A in line
     assert not any(view.packages for view in net.views(document_id))

@@ -14,6 +14,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import aiomqtt
 
 from lienthong.brokersetup import free_port, tls_probe
 from lienthong.devnet.pki import HOST, DevPki
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
+from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_acl
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -32,8 +33,16 @@ PROBE_CODE = "000.00.99.H99"
 class Broker:
     """One mosquitto process with the tier config; ``start``/``stop``/``kill``/``restart``."""
 
-    def __init__(self, pki: DevPki, workdir: Path, port: int | None = None) -> None:
-        """Render the config into ``workdir``; the port is chosen now and kept on restarts."""
+    def __init__(
+        self,
+        pki: DevPki,
+        workdir: Path,
+        port: int | None = None,
+        members: Iterable[str] | None = None,
+    ) -> None:
+        """Render the config into ``workdir``; the port is chosen now and kept on restarts.
+        ``members``: the only nodes the broker grants anything to (its ACL is then written
+        for them, :func:`render_acl`); None: the shipped ``acl.conf`` (every node of the CA)."""
         self.pki = pki
         self.workdir = workdir
         self.port = port or free_port()
@@ -47,13 +56,15 @@ class Broker:
             cafile=pki.cafile,
             certfile=pki.server_cert,
             keyfile=pki.server_key,
-            acl_file=ACL_PATH,
+            acl_file=ACL_PATH if members is None else workdir / "acl.conf",
             persistence_dir=self.persistence_dir,
             bind_address=HOST,
             # Tests may run as root; mosquitto would otherwise switch to a user that cannot
             # read the test's files.
             user=_current_user(),
         )
+        if members is not None:
+            (workdir / "acl.conf").write_text(render_acl(members), encoding="utf-8")
         self.config_path.write_text(render(settings), encoding="utf-8")
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -222,7 +222,18 @@ class Network:
             for node in self.directory.nodes
             if (parent := self.directory.node_parent(node)) is not None
         }
-        self.brokers = {code: Broker(self.pki, root / "brokers" / code) for code in sorted(parents)}
+        # Each broker grants rights only to its own node and that node's children.
+        self.brokers = {
+            code: Broker(
+                self.pki,
+                root / "brokers" / code,
+                members=[
+                    code,
+                    *(n for n in self.directory.nodes if self.directory.node_parent(n) == code),
+                ],
+            )
+            for code in sorted(parents)
+        }
         self.nodes = {
             code: NodeProcess(code, root / "nodes" / code) for code in sorted(self.directory.nodes)
         }
