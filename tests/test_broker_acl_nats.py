@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from brokers import Pki
+from brokers import (
+    NATS_NODES,
+    Pki,
+    nats_cluster_fixture,  # noqa: F401 (fixture)
+)
 
 from lienthong.devnet.natscluster import NatsCluster
 from lienthong.transport.frames import TOPIC_DOT, inbox_filter, inbox_topic
 from lienthong.transport.natsconf import NatsMember, node_permissions, render
 
-A = "000.00.00.H49"  # a province
-B = "000.00.05.H49"  # a district under it
-C = "000.00.07.H41"  # a district elsewhere
+A, B, C = NATS_NODES  # a province, a district under it, a district elsewhere
 OUTSIDER = "000.00.09.H41"  # a certificate from the CA for a node this broker does not serve
 DOT = TOPIC_DOT["nats"]
 RECEIVE_S = 20.0
@@ -37,18 +38,6 @@ def topic(to: str, sender: str) -> str:
 
 def inbox(me: str) -> str:
     return inbox_filter(me, dot=DOT)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    """One running cluster serving A, B and C for the module's tests."""
-    root = tmp_path_factory.mktemp("nats")
-    instance = NatsCluster(Pki(root / "pki"), root, (A, B, C), "lienthong-test")
-    try:
-        instance.start()
-        yield instance
-    finally:
-        instance.kill()
 
 
 async def _next(client: aiomqtt.Client) -> aiomqtt.Message:
@@ -72,10 +61,10 @@ def _refused(granted: list[object]) -> bool:
 
 
 async def test_frame_published_through_one_member_arrives_through_another(
-    cluster: NatsCluster,
+    nats_cluster: NatsCluster,
 ) -> None:
     """A's frame to B's inbox, published via member 1, reaches B connected to member 2."""
-    first, second, _ = cluster.members
+    first, second, _ = nats_cluster.members
     async with second.client(B) as b, first.client(A) as a:
         await b.subscribe(inbox(B), qos=1)
         await a.publish(topic(B, A), b"frame", qos=1)
@@ -83,10 +72,10 @@ async def test_frame_published_through_one_member_arrives_through_another(
     assert (str(message.topic), message.payload) == (topic(B, A), b"frame")
 
 
-async def test_node_cannot_read_another_nodes_inbox(cluster: NatsCluster) -> None:
+async def test_node_cannot_read_another_nodes_inbox(nats_cluster: NatsCluster) -> None:
     """C's subscriptions to B's inbox, to everything and to the server's delivery subjects are
     refused, and C receives none of B's frames; its own inbox works."""
-    member = cluster.members[0]
+    member = nats_cluster.members[0]
     async with member.client(B) as b, member.client(C) as c, member.client(A) as a:
         await b.subscribe(inbox(B), qos=1)
         for forbidden in (f"lienthong/v1/{B.replace('.', DOT)}/in/#", "#", "$MQTT/sub/#"):
@@ -99,9 +88,9 @@ async def test_node_cannot_read_another_nodes_inbox(cluster: NatsCluster) -> Non
         assert await _nothing_more(c) == []
 
 
-async def test_forged_sender_segment_gets_nothing_through(cluster: NatsCluster) -> None:
+async def test_forged_sender_segment_gets_nothing_through(nats_cluster: NatsCluster) -> None:
     """C publishing to B's inbox as if from A is dropped; C's genuine frame still arrives."""
-    member = cluster.members[1]
+    member = nats_cluster.members[1]
     async with member.client(B) as b, member.client(C) as c:
         await b.subscribe(inbox(B), qos=1)
         await c.publish(topic(B, A), b"forged", qos=1)
@@ -111,10 +100,10 @@ async def test_forged_sender_segment_gets_nothing_through(cluster: NatsCluster) 
         assert await _nothing_more(b) == []
 
 
-async def test_client_id_of_another_node_never_gets_its_frames(cluster: NatsCluster) -> None:
+async def test_client_id_of_another_node_never_gets_its_frames(nats_cluster: NatsCluster) -> None:
     """C connecting with B's client id receives none of B's frames, and B finds them waiting
     when it reconnects. (Unlike mosquitto, nats-server lets the impostor end B's connection.)"""
-    member = cluster.members[2]
+    member = nats_cluster.members[2]
     async with member.client(B, clean_session=False) as b:
         await b.subscribe(inbox(B), qos=1)
     async with member.client(C, identifier=B, clean_session=False) as impostor:
@@ -137,12 +126,12 @@ async def _connects(host: str, port: int, context: ssl.SSLContext) -> bool:
 
 
 async def test_only_listed_nodes_with_the_cas_certificates_connect(
-    cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
+    nats_cluster: NatsCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """No certificate, another CA's certificate and a certificate of the CA for a node the
     broker does not serve are refused; the listed node's certificate connects."""
-    member = cluster.members[0]
-    pki = cluster.pki
+    member = nats_cluster.members[0]
+    pki = nats_cluster.pki
     foreign = Pki(tmp_path_factory.mktemp("foreign-pki"), "another CA")
     cert, key = foreign.client_files(A)
     other_ca = ssl.create_default_context(cafile=str(pki.cafile))
@@ -153,11 +142,11 @@ async def test_only_listed_nodes_with_the_cas_certificates_connect(
 
 
 async def test_queued_frames_survive_the_loss_of_the_member_holding_the_session(
-    cluster: NatsCluster,
+    nats_cluster: NatsCluster,
 ) -> None:
     """B's persistent session made on member 1 keeps a frame published while B is away and
     member 1 is SIGKILLed; B reconnecting to member 3 receives it."""
-    first, second, third = cluster.members
+    first, second, third = nats_cluster.members
     async with first.client(B, clean_session=False) as b:
         await b.subscribe(inbox(B), qos=1)
     first.kill()
@@ -168,7 +157,7 @@ async def test_queued_frames_survive_the_loss_of_the_member_holding_the_session(
             assert (await _next(b)).payload == b"while member 1 was down"
     finally:
         first.start()
-        await cluster.wait_mqtt()
+        await nats_cluster.wait_mqtt()
 
 
 def test_permissions_are_the_nats_form_of_the_mosquitto_acl() -> None:
