@@ -50,6 +50,11 @@ class Broker:
         self.config_path.write_text(self.render_config(), encoding="utf-8")
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def addresses(self) -> list[str]:
+        """``host:port`` of the broker (one; a cluster has several)."""
+        return [f"{self.host}:{self.port}"]
+
     def render_config(self) -> str:
         """The broker's configuration text (the tier template)."""
         settings = BrokerSettings(
