@@ -13,9 +13,11 @@ three-member nats-server cluster serving the nodes of ``NATS_NODES``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from lienthong.brokersetup import free_port
@@ -34,7 +36,31 @@ __all__ = [
     "broker_pki_fixture",
     "free_port",
     "nats_cluster_fixture",
+    "next_message",
+    "nothing_more",
 ]
+
+RECEIVE_S = 10.0
+QUIET_S = 0.5
+
+
+async def next_message(client: aiomqtt.Client) -> aiomqtt.Message:
+    """The next message ``client`` receives (bounded wait: fails instead of hanging)."""
+    async with asyncio.timeout(RECEIVE_S):
+        return await anext(aiter(client.messages))
+
+
+async def nothing_more(client: aiomqtt.Client) -> list[str]:
+    """Topics of whatever reaches ``client`` within a short quiet period."""
+    got: list[str] = []
+    try:
+        async with asyncio.timeout(QUIET_S):
+            async for message in client.messages:
+                got.append(str(message.topic))
+    except TimeoutError:
+        pass
+    return got
+
 
 NATS_NODES = ("000.00.00.H49", "000.00.05.H49", "000.00.07.H41")
 """The nodes the ``nats_cluster`` fixture serves: a province, a district under it, another."""

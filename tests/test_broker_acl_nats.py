@@ -18,6 +18,8 @@ from brokers import (
     NATS_NODES,
     Pki,
     nats_cluster_fixture,  # noqa: F401 (fixture)
+    next_message,
+    nothing_more,
 )
 
 from lienthong.devnet.natscluster import NatsCluster
@@ -27,8 +29,6 @@ from lienthong.transport.natsconf import NatsMember, node_permissions, render
 A, B, C = NATS_NODES  # a province, a district under it, a district elsewhere
 OUTSIDER = "000.00.09.H41"  # a certificate from the CA for a node this broker does not serve
 DOT = TOPIC_DOT["nats"]
-RECEIVE_S = 20.0
-QUIET_S = 1.0
 CONNECT_S = 15.0
 
 
@@ -38,22 +38,6 @@ def topic(to: str, sender: str) -> str:
 
 def inbox(me: str) -> str:
     return inbox_filter(me, dot=DOT)
-
-
-async def _next(client: aiomqtt.Client) -> aiomqtt.Message:
-    async with asyncio.timeout(RECEIVE_S):
-        return await anext(aiter(client.messages))
-
-
-async def _nothing_more(client: aiomqtt.Client) -> list[str]:
-    got: list[str] = []
-    try:
-        async with asyncio.timeout(QUIET_S):
-            async for message in client.messages:
-                got.append(str(message.topic))
-    except TimeoutError:
-        pass
-    return got
 
 
 def _refused(granted: list[object]) -> bool:
@@ -68,7 +52,7 @@ async def test_frame_published_through_one_member_arrives_through_another(
     async with second.client(B) as b, first.client(A) as a:
         await b.subscribe(inbox(B), qos=1)
         await a.publish(topic(B, A), b"frame", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
     assert (str(message.topic), message.payload) == (topic(B, A), b"frame")
 
 
@@ -83,9 +67,9 @@ async def test_node_cannot_read_another_nodes_inbox(nats_cluster: NatsCluster) -
         assert not _refused(await c.subscribe(inbox(C), qos=1))
         await a.publish(topic(B, A), b"for B only", qos=1)
         await a.publish(topic(C, A), b"for C", qos=1)
-        assert (await _next(b)).payload == b"for B only"
-        assert str((await _next(c)).topic) == topic(C, A)
-        assert await _nothing_more(c) == []
+        assert (await next_message(b)).payload == b"for B only"
+        assert str((await next_message(c)).topic) == topic(C, A)
+        assert await nothing_more(c) == []
 
 
 async def test_forged_sender_segment_gets_nothing_through(nats_cluster: NatsCluster) -> None:
@@ -95,9 +79,9 @@ async def test_forged_sender_segment_gets_nothing_through(nats_cluster: NatsClus
         await b.subscribe(inbox(B), qos=1)
         await c.publish(topic(B, A), b"forged", qos=1)
         await c.publish(topic(B, C), b"genuine", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
         assert (str(message.topic), message.payload) == (topic(B, C), b"genuine")
-        assert await _nothing_more(b) == []
+        assert await nothing_more(b) == []
 
 
 async def test_client_id_of_another_node_never_gets_its_frames(nats_cluster: NatsCluster) -> None:
@@ -110,9 +94,9 @@ async def test_client_id_of_another_node_never_gets_its_frames(nats_cluster: Nat
         assert _refused(await impostor.subscribe(inbox(B), qos=1))
         async with member.client(A) as a:
             await a.publish(topic(B, A), b"still B's", qos=1)
-        assert await _nothing_more(impostor) == []
+        assert await nothing_more(impostor) == []
     async with member.client(B, clean_session=False) as b:
-        assert (await _next(b)).payload == b"still B's"
+        assert (await next_message(b)).payload == b"still B's"
 
 
 async def _connects(host: str, port: int, context: ssl.SSLContext) -> bool:
@@ -154,7 +138,7 @@ async def test_queued_frames_survive_the_loss_of_the_member_holding_the_session(
         async with second.client(A) as a:
             await a.publish(topic(B, A), b"while member 1 was down", qos=1)
         async with third.client(B, clean_session=False) as b:
-            assert (await _next(b)).payload == b"while member 1 was down"
+            assert (await next_message(b)).payload == b"while member 1 was down"
     finally:
         first.start()
         await nats_cluster.wait_mqtt()

@@ -4,9 +4,6 @@ member the link is on gets SIGKILLed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from brokers import (
@@ -19,25 +16,11 @@ from brokers import (
     free_port,
     nats_cluster_fixture,  # noqa: F401 (fixture)
 )
+from test_link import Inbox, running
 
 from lienthong.transport.link import Link, LinkSettings
 
 A, B, _ = NATS_NODES
-WAIT_S = 60.0
-
-
-class Inbox:
-    """What a link's on_message received, with a way to wait for the next one."""
-
-    def __init__(self) -> None:
-        self.frames: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-
-    async def __call__(self, sender: str, payload: bytes) -> None:
-        await self.frames.put((sender, payload))
-
-    async def next(self) -> tuple[str, bytes]:
-        async with asyncio.timeout(WAIT_S):
-            return await self.frames.get()
 
 
 def _settings(pki: Pki, code: str, addresses: list[tuple[str, int]], **more: Any) -> LinkSettings:
@@ -57,19 +40,6 @@ def _settings(pki: Pki, code: str, addresses: list[tuple[str, int]], **more: Any
         publish_timeout=5.0,
         **more,
     )
-
-
-@contextlib.asynccontextmanager
-async def running(link: Link) -> AsyncIterator[Link]:
-    """Run ``link`` in a task, up first; cancel it on the way out."""
-    task = asyncio.create_task(link.run())
-    try:
-        assert await link.wait_up(WAIT_S), f"link never came up: {link.last_error}"
-        yield link
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_link_moves_past_an_address_that_does_not_answer(
