@@ -16,6 +16,7 @@ import aiomqtt
 import pytest
 from brokers import (
     NATS_NODES,
+    Broker,
     Pki,
     nats_cluster_fixture,  # noqa: F401 (fixture)
     next_message,
@@ -30,6 +31,7 @@ A, B, C = NATS_NODES  # a province, a district under it, a district elsewhere
 OUTSIDER = "000.00.09.H41"  # a certificate from the CA for a node this broker does not serve
 DOT = TOPIC_DOT["nats"]
 CONNECT_S = 15.0
+RETRY_S = 90.0
 
 
 def topic(to: str, sender: str) -> str:
@@ -125,18 +127,31 @@ async def test_only_listed_nodes_with_the_cas_certificates_connect(
     assert await _connects(member.host, member.port, pki.client_context(A))
 
 
+async def _publish_until_accepted(member: Broker, code: str, to: str, payload: bytes) -> None:
+    """Publish (QoS 1) until the cluster acknowledges, as a node's sender retransmits: after a
+    member dies, publishes wait until JetStream has new leaders for the streams it led."""
+    async with asyncio.timeout(RETRY_S):
+        while True:
+            try:
+                async with member.client(code) as client:
+                    await client.publish(to, payload, qos=1)
+                    return
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.5)
+
+
 async def test_queued_frames_survive_the_loss_of_the_member_holding_the_session(
     nats_cluster: NatsCluster,
 ) -> None:
     """B's persistent session made on member 1 keeps a frame published while B is away and
-    member 1 is SIGKILLed; B reconnecting to member 3 receives it."""
+    member 1 is SIGKILLed (published again until the cluster takes it, as senders do); B
+    reconnecting to member 3 receives it."""
     first, second, third = nats_cluster.members
     async with first.client(B, clean_session=False) as b:
         await b.subscribe(inbox(B), qos=1)
     first.kill()
     try:
-        async with second.client(A) as a:
-            await a.publish(topic(B, A), b"while member 1 was down", qos=1)
+        await _publish_until_accepted(second, A, topic(B, A), b"while member 1 was down")
         async with third.client(B, clean_session=False) as b:
             assert (await next_message(b)).payload == b"while member 1 was down"
     finally:
