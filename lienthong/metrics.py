@@ -312,8 +312,7 @@ class Metrics:
         self._blocked.set(1 if store.intake_blocked else 0)
         self._link_up.clear()
         for name, link in links.items():
-            broker = f"{link.settings.host}:{link.settings.port}"
-            self._link_up.labels(name, broker).set(1 if link.state == "up" else 0)
+            self._link_up.labels(name, link.where).set(1 if link.state == "up" else 0)
 
     def _set_queues(self, summary: QueueSummary, hops: Iterable[str]) -> None:
         self._queue.clear()

@@ -92,6 +92,22 @@ def load_keys(config: Config) -> tuple[SigningIdentity, TrustStore]:
     return identity, trust
 
 
+def link_settings(config: Config, name: str) -> LinkSettings:
+    """How the node reaches the broker of link ``name`` (``parent`` or ``children``)."""
+    broker = getattr(config.links, name)
+    return LinkSettings(
+        name=name,
+        host=broker.host,
+        port=broker.port,
+        alternates=broker.alternates,
+        engine=broker.engine,
+        cafile=broker.cafile,
+        certfile=config.identity.cert,
+        keyfile=config.identity.key,
+        keepalive=broker.keepalive_s,
+    )
+
+
 class Node:
     """The daemon of agency ``config.node.code``."""
 
@@ -185,16 +201,8 @@ class Node:
         ):
             if not broker.enabled:
                 continue
-            settings = LinkSettings(
-                name=name,
-                host=broker.host,
-                port=broker.port,
-                cafile=broker.cafile,
-                certfile=self.config.identity.cert,
-                keyfile=self.config.identity.key,
-                keepalive=broker.keepalive_s,
-            )
             try:
+                settings = link_settings(self.config, name)
                 links[name] = Link(settings, self.me, self._on_message(name))
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot set up the link: {exc}", key=f"links.{name}") from exc
@@ -493,7 +501,7 @@ class Node:
     async def _wait_links_up(self) -> bool:
         """Wait until every link is up, or a stop is requested first (False)."""
         for name, link in self.links.items():
-            self.notifier.status(f"waiting for the {name} broker {link.settings.host}")
+            self.notifier.status(f"waiting for the {name} broker {link.where}")
             while not await link.wait_up(1.0):
                 if self._stop.is_set():
                     return False

@@ -20,7 +20,7 @@ from lienthong.config import Config, check_for_daemon, load_config
 from lienthong.directory import Directory
 from lienthong.errors import LienthongError
 from lienthong.health import Check, DiskLimits, check_disk, check_signing_key
-from lienthong.node import load_directory, load_keys
+from lienthong.node import link_settings, load_directory, load_keys
 from lienthong.processing import certificate_fingerprint
 from lienthong.transport.link import LinkSettings
 from lienthong.trust import SigningIdentity
@@ -99,7 +99,11 @@ def check_node_setup(
     else:
         names = " <- ".join(common_name(c) for c in chain.chain)
         checks.append(Check("chain", True, names))
-    checks += [c for name, link in _links(config) for c in [_broker_check(name, link, tls_timeout)]]
+    checks += [
+        _broker_check(name, link, address, tls_timeout)
+        for name, link in _links(config)
+        for address in link.addresses  # every member of a broker cluster
+    ]
     checks.append((clock or clock_check)())
     checks.append(check_disk(_existing(config.node.state_dir), DiskLimits()))
     return checks
@@ -181,34 +185,22 @@ def _certificate_checks(
     yield Check("binding", True, f"{me} ({listed}), fingerprint {fingerprint}")
 
 
-def link_settings(config: Config, name: str) -> LinkSettings:
-    """How the node reaches the broker of link ``name`` (``parent`` or ``children``)."""
-    broker = getattr(config.links, name)
-    return LinkSettings(
-        name=name,
-        host=broker.host,
-        port=broker.port,
-        cafile=broker.cafile,
-        certfile=config.identity.cert,
-        keyfile=config.identity.key,
-    )
-
-
 def _links(config: Config) -> Iterator[tuple[str, LinkSettings]]:
     for name in ("parent", "children"):
         if getattr(config.links, name).enabled:
             yield name, link_settings(config, name)
 
 
-def _broker_check(name: str, link: LinkSettings, timeout: float) -> Check:
+def _broker_check(name: str, link: LinkSettings, address: tuple[str, int], timeout: float) -> Check:
     label = f"broker {name}"
-    where = f"{link.host}:{link.port}"
+    host, port = address
+    where = f"{host}:{port}"
     try:
         context = link.tls_context()
     except (OSError, ssl.SSLError) as exc:
         return Check(label, False, f"cannot use {link.cafile} or the node's certificate: {exc}")
     try:
-        tls_probe(link.host, link.port, context, timeout=timeout, settle=1.0)
+        tls_probe(host, port, context, timeout=timeout, settle=1.0)
     except ssl.SSLCertVerificationError as exc:
         return Check(
             label,

@@ -13,7 +13,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
+from brokers import (  # noqa: F401 (fixtures)
+    Broker,
+    Pki,
+    broker_fixture,
+    broker_pki_fixture,
+    next_message,
+    nothing_more,
+)
 
 from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_acl, render_text
 from lienthong.transport.frames import inbox_filter, inbox_topic
@@ -21,26 +28,7 @@ from lienthong.transport.frames import inbox_filter, inbox_topic
 A = "000.00.00.H49"  # a province
 B = "000.00.05.H49"  # a district under it
 C = "000.00.07.H41"  # a district elsewhere
-RECEIVE_S = 10.0
-QUIET_S = 0.5
 CONNECT_S = 15.0
-
-
-async def _next(client: aiomqtt.Client) -> aiomqtt.Message:
-    async with asyncio.timeout(RECEIVE_S):
-        return await anext(aiter(client.messages))
-
-
-async def _nothing_more(client: aiomqtt.Client) -> list[str]:
-    """Topics of whatever reaches ``client`` within a short quiet period."""
-    got: list[str] = []
-    try:
-        async with asyncio.timeout(QUIET_S):
-            async for message in client.messages:
-                got.append(str(message.topic))
-    except TimeoutError:
-        pass
-    return got
 
 
 async def test_node_publishes_to_a_neighbours_inbox_and_it_arrives(broker: Broker) -> None:
@@ -48,7 +36,7 @@ async def test_node_publishes_to_a_neighbours_inbox_and_it_arrives(broker: Broke
     async with broker.client(B) as b, broker.client(A) as a:
         await b.subscribe(inbox_filter(B), qos=1)
         await a.publish(inbox_topic(B, A), b"frame", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
     assert str(message.topic) == inbox_topic(B, A)
     assert message.payload == b"frame"
 
@@ -62,11 +50,11 @@ async def test_node_cannot_read_another_nodes_inbox(broker: Broker) -> None:
         await c.subscribe(inbox_filter(C), qos=1)
         await a.publish(inbox_topic(B, A), b"for B only", qos=1)
         await a.publish(inbox_topic(C, A), b"for C", qos=1)
-        assert (await _next(b)).payload == b"for B only"
+        assert (await next_message(b)).payload == b"for B only"
         # Same publisher, same subscriber: had B's frame been delivered to C, it came first.
-        first = await _next(c)
+        first = await next_message(c)
         assert str(first.topic) == inbox_topic(C, A)
-        assert await _nothing_more(c) == []
+        assert await nothing_more(c) == []
 
 
 async def test_forged_sender_segment_gets_nothing_through(broker: Broker) -> None:
@@ -75,9 +63,9 @@ async def test_forged_sender_segment_gets_nothing_through(broker: Broker) -> Non
         await b.subscribe(inbox_filter(B), qos=1)
         await c.publish(inbox_topic(B, A), b"forged", qos=1)
         await c.publish(inbox_topic(B, C), b"genuine", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
         assert (str(message.topic), message.payload) == (inbox_topic(B, C), b"genuine")
-        assert await _nothing_more(b) == []
+        assert await nothing_more(b) == []
 
 
 async def test_client_id_of_another_node_does_not_take_over_its_session(broker: Broker) -> None:
@@ -87,8 +75,8 @@ async def test_client_id_of_another_node_does_not_take_over_its_session(broker: 
         async with broker.client(C, identifier=B) as impostor:
             await impostor.subscribe(inbox_filter(B), qos=1)
             await a.publish(inbox_topic(B, A), b"still B's", qos=1)
-            assert (await _next(b)).payload == b"still B's"
-            assert await _nothing_more(impostor) == []
+            assert (await next_message(b)).payload == b"still B's"
+            assert await nothing_more(impostor) == []
 
 
 async def _connects(server: Broker, context: ssl.SSLContext) -> bool:
@@ -129,7 +117,7 @@ async def test_queued_frames_survive_a_broker_restart(broker: Broker) -> None:
         await a.publish(inbox_topic(B, A), b"while you were away", qos=1)
     broker.restart()
     async with broker.client(B, clean_session=False) as b:
-        message = await _next(b)
+        message = await next_message(b)
     assert message.payload == b"while you were away"
 
 
@@ -198,9 +186,9 @@ async def test_a_broker_for_its_members_grants_nothing_to_other_nodes(
             await b.subscribe(inbox_filter(B), qos=1)
             await c.publish(inbox_topic(B, C), b"from a stranger", qos=1)
             await a.publish(inbox_topic(B, A), b"from a member", qos=1)
-            message = await _next(b)
+            message = await next_message(b)
             assert (str(message.topic), message.payload) == (inbox_topic(B, A), b"from a member")
-            assert await _nothing_more(b) == []
+            assert await nothing_more(b) == []
     finally:
         confined.kill()
 

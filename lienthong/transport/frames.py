@@ -13,7 +13,8 @@ package once every chunk is in and its sha256 matches. Everything malformed rais
 :class:`FrameError`, a :class:`~lienthong.errors.PeerInputError`: the sender's fault, never
 retried.
 
-Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``.
+Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``, the codes written with the
+broker engine's stand-in for a dot (:data:`TOPIC_DOT`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lienthong.errors import PeerInputError
 __all__ = [
     "DEFAULT_MAX_PACKAGE",
     "HEADER_RESERVE",
+    "TOPIC_DOT",
     "FrameError",
     "HopReceipt",
     "Package",
@@ -53,6 +55,10 @@ MAX_HEADER = 64 * 1024
 HEADER_RESERVE = MAX_HEADER
 """Bytes kept free for the header when sizing chunks under a broker's message limit."""
 DEFAULT_MAX_PACKAGE = 256 * 1024 * 1024
+TOPIC_DOT = {"mosquitto": ".", "nats": "_"}
+"""What stands for the dots of agency codes in topics, per broker engine. nats-server 2.9 maps
+MQTT's ``/`` to its own ``.`` separator and refuses a ``.`` in a topic (it closes the
+connection), so codes travel there with ``_``, which no agency code contains."""
 
 Kind = Literal["edoc", "status"]
 _KINDS: frozenset[str] = frozenset({"edoc", "status"})
@@ -432,30 +438,37 @@ class Reassembler:
 # -- topics ----------------------------------------------------------------------------------
 
 
-def _topic_code(code: str, role: str) -> str:
+def _topic_code(code: str, role: str, dot: str) -> str:
     problem = code_problem(code)
     if problem is not None:
         raise ValueError(f"{role} of a topic: {problem}")
-    return code
+    return code.replace(".", dot)
 
 
-def inbox_topic(to: str, from_: str) -> str:
-    """The topic node ``from_`` publishes to for node ``to``: ``lienthong/v1/<to>/in/<from>``."""
-    return f"{TOPIC_PREFIX}/{_topic_code(to, 'recipient node')}/in/{_topic_code(from_, 'sender')}"
+def inbox_topic(to: str, from_: str, *, dot: str = ".") -> str:
+    """The topic node ``from_`` publishes to for node ``to``: ``lienthong/v1/<to>/in/<from>``.
+
+    ``dot`` is what stands for the dots of the codes (see :data:`TOPIC_DOT`).
+    """
+    recipient = _topic_code(to, "recipient node", dot)
+    return f"{TOPIC_PREFIX}/{recipient}/in/{_topic_code(from_, 'sender', dot)}"
 
 
-def inbox_filter(me: str) -> str:
+def inbox_filter(me: str, *, dot: str = ".") -> str:
     """The subscription that reads every frame sent to node ``me``."""
-    return f"{TOPIC_PREFIX}/{_topic_code(me, 'node')}/in/+"
+    return f"{TOPIC_PREFIX}/{_topic_code(me, 'node', dot)}/in/+"
 
 
-def parse_topic(topic: str) -> tuple[str, str]:
-    """``(to, from_)`` of an inbox topic, or :class:`FrameError` when it is not one."""
+def parse_topic(topic: str, *, dot: str = ".") -> tuple[str, str]:
+    """``(to, from_)`` of an inbox topic written with ``dot``, or :class:`FrameError`."""
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[3] != "in":
         raise FrameError(f"topic {topic!r} is not of the form {TOPIC_PREFIX}/<to>/in/<from>")
-    for code in (parts[2], parts[4]):
+    codes = []
+    for segment in (parts[2], parts[4]):
+        code = segment if dot == "." else segment.replace(".", " ").replace(dot, ".")
         problem = code_problem(code)
         if problem is not None:
             raise FrameError(f"topic {topic!r}: {problem}")
-    return parts[2], parts[4]
+        codes.append(code)
+    return codes[0], codes[1]
