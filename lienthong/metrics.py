@@ -30,6 +30,8 @@ Series (all prefixed ``lienthong_``)::
     store_packages{state}                     packages per life-cycle state
     intake_blocked                            1 while the store refuses new packages
     link_up{link,broker}                      1 up, 0 connecting or down
+    clock_skew_seconds{neighbour}             the neighbour's clock minus this node's, from
+                                              its last hop receipt (``lienthong check`` reads it)
 
 ``queue_oldest_waiting_seconds`` is the age of the oldest queued or in-flight transfer for
 each next hop (:attr:`QueueSummary.oldest_per_hop`), 0 for hops with nothing waiting.
@@ -150,6 +152,11 @@ class Metrics:
             "lienthong_refusals",
             "Packages refused, by stage and reason (" + ", ".join(REFUSAL_REASONS) + ").",
             ["stage", "reason"],
+        )
+        self._skew = gauge(
+            "lienthong_clock_skew_seconds",
+            "The neighbour's clock minus this node's, from its last hop receipt.",
+            ["neighbour"],
         )
         self._deviations = counter(
             "lienthong_deviations",
@@ -289,6 +296,10 @@ class Metrics:
         self.deviations_of.move_to_end(package_id)
         while len(self.deviations_of) > RECENT_DOCUMENTS:
             self.deviations_of.popitem(last=False)
+
+    def clock_skew(self, neighbour: str, seconds: float) -> None:
+        """``neighbour``'s clock was ``seconds`` ahead of this node's (behind if negative)."""
+        self._skew.labels(neighbour).set(seconds)
 
     def signature_checked(self, ok: bool) -> None:
         """A signature verification ended ``ok`` or refused."""

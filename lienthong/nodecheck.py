@@ -12,8 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from lienthong.brokersetup import tls_probe
 from lienthong.config import Config, check_for_daemon, load_config
@@ -105,6 +108,7 @@ def check_node_setup(
         for address in link.addresses  # every member of a broker cluster
     ]
     checks.append((clock or clock_check)())
+    checks.append(parent_skew_check(config, directory))
     checks.append(check_disk(_existing(config.node.state_dir), DiskLimits()))
     return checks
 
@@ -229,8 +233,9 @@ def clock_check() -> Check:
     """Whether the system clock is kept by NTP (``timedatectl``).
 
     Signatures, receipts and certificate dates all carry times; a node whose clock drifts
-    refuses good certificates or dates its receipts wrong. Neither the brokers nor the frames
-    carry the parent's time, so the check is that this clock is synchronised.
+    refuses good certificates or dates its receipts wrong. The brokers do not
+    carry the parent's time, so this check is that this clock is synchronised, and
+    :func:`parent_skew_check` compares it with the parent's as the daemon measured it.
     """
     try:
         result = subprocess.run(
@@ -251,6 +256,53 @@ def clock_check() -> Check:
         "clock",
         False,
         "not synchronised by NTP: `timedatectl set-ntp true` (systemd-timesyncd or chrony)",
+    )
+
+
+MAX_SKEW_S = 60.0
+"""A parent whose clock differs by more than this is reported: receipts and certificate
+dates start to disagree."""
+
+
+def parent_skew_check(
+    config: Config, directory: Directory | None, *, timeout: float = 3.0
+) -> Check:
+    """How far the parent node's clock is from this one, as the running daemon measured it
+    from the parent's last hop receipt (read from its ``/metrics`` on the local server).
+
+    Not measured (no parent, daemon not running, no receipt yet) is not a failure: it says so.
+    """
+    parent = None if directory is None else directory.node_parent(config.node.code)
+    if parent is None:
+        return Check("clock skew", True, "no parent node to compare with")
+    url = f"http://{config.gateway.host}:{config.gateway.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            text = reply.read().decode("utf-8")
+    except (OSError, ValueError) as exc:
+        return Check(
+            "clock skew",
+            True,
+            f"not measured: the daemon's {url} does not answer ({exc}); it measures the skew"
+            " from the parent's hop receipts once it runs",
+        )
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "lienthong_clock_skew_seconds"
+                and sample.labels.get("neighbour") == parent
+            ):
+                return _skew_verdict(parent, sample.value)
+    return Check("clock skew", True, f"not measured yet: no hop receipt from {parent} so far")
+
+
+def _skew_verdict(parent: str, skew: float) -> Check:
+    way = "ahead of" if skew > 0 else "behind"
+    said = f"the parent {parent}'s clock is {abs(skew):.1f} s {way} this one"
+    if abs(skew) <= MAX_SKEW_S:
+        return Check("clock skew", True, said)
+    return Check(
+        "clock skew", False, f"{said}: make NTP keep both in time (`timedatectl set-ntp true`)"
     )
 
 

@@ -14,6 +14,7 @@ import itertools
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -486,3 +487,25 @@ def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) ->
     line = next(x for x in net.nodes[PROVINCE_B].log().splitlines() if '"frame_from_stranger"' in x)
     assert PROVINCE_A in line
     assert not any(view.packages for view in net.views(document_id))
+
+
+def test_each_node_measures_its_neighbours_clock_from_their_receipts(
+    net: Network, tmp_path: Path
+) -> None:
+    """After a document has left, the sender's /metrics shows its parent's clock skew (the
+    same machine here, so within seconds), which `lienthong check` reports."""
+    send(net, COMMUNE_A, write_document(tmp_path, COMMUNE_A, [COMMUNE_B], "Giờ", "921"))
+    url = f"http://127.0.0.1:{net.nodes[COMMUNE_A].api_port}/metrics"
+
+    def skew() -> float | None:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode("utf-8")
+        for line in text.splitlines():
+            if line.startswith(f'lienthong_clock_skew_seconds{{neighbour="{DISTRICT_A}"}}'):
+                return float(line.split()[-1])
+        return None
+
+    wait_for("a hop receipt from the district", lambda: skew() is not None, net)
+    measured = skew()
+    assert measured is not None
+    assert abs(measured) < 5.0

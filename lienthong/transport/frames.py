@@ -71,7 +71,7 @@ _TRANSFER_LABELS = ("document", "origin")
 """Optional transfer header fields: the DocumentId and the sending agency, as the sender read
 them. Labels for logs and traces on the way; never trusted for a decision."""
 MAX_LABEL = 256
-_RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status"})
+_RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status", "at"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -146,17 +146,22 @@ class TransferFrame:
 
 @dataclass(frozen=True, slots=True)
 class HopReceipt:
-    """The next hop has durably stored transfer ``transfer_id`` with digest ``sha256``."""
+    """The next hop has durably stored transfer ``transfer_id`` with digest ``sha256``;
+    ``at`` is its wall clock when it said so (seconds since the epoch), from which the sender
+    learns how far the two clocks differ (None from a node that does not say)."""
 
     transfer_id: str
     sha256: str
     status: Literal["stored"] = "stored"
+    at: float | None = None
 
     def __post_init__(self) -> None:
         _check_transfer_id(self.transfer_id)
         _check_sha256(self.sha256)
         if self.status != "stored":
             raise FrameError(f"hop receipt status {self.status!r} is not 'stored'")
+        if self.at is not None and not (isinstance(self.at, int | float) and 0 < self.at < 1e11):
+            raise FrameError(f"hop receipt time {self.at!r} is not a time in seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +225,8 @@ def encode_frame(frame: Frame) -> bytes:
             "sha256": frame.sha256,
             "status": frame.status,
         }
+        if frame.at is not None:
+            header["at"] = round(frame.at, 3)
     line = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return line + b"\n" + payload
 
@@ -267,10 +274,14 @@ def decode_frame(data: bytes) -> Frame:
         _refuse_unknown(header, _RECEIPT_KEYS)
         if payload:
             raise FrameError(f"a hop receipt carries {len(payload)} unexpected payload bytes")
+        at = header.get("at")
+        if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
+            raise FrameError("frame header field 'at' is not a number")
         return HopReceipt(
             _field(header, "transfer", str),
             _field(header, "sha256", str),
             _field(header, "status", str),
+            None if at is None else float(at),
         )
     if kind != "transfer":
         raise FrameError(f"frame type {kind!r} is neither 'transfer' nor 'receipt'")
