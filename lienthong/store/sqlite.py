@@ -789,28 +789,19 @@ class SqliteStore:
                 {"lease_token": None},
             )
             since = row["since"] if row["state"] == TransferState.QUEUED else now
-            created: dict[str, str] = {}
-            for hop, recipients in hops.items():
-                tid = uuid.uuid4().hex
-                tx.run(
-                    "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-                    " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        tid,
-                        pid,
-                        hop,
-                        json.dumps(list(recipients)),
-                        TransferState.QUEUED.value,
-                        row["created_at"],
-                        since,
-                        now,
-                        now,
-                    ),
+            created = {
+                hop: _queue_transfer(
+                    tx,
+                    pid,
+                    hop,
+                    recipients,
+                    now,
+                    f"to {hop}, re-routed {old}",
+                    created_at=row["created_at"],
+                    since=since,
                 )
-                tx.log(
-                    now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}, re-routed {old}"
-                )
-                created[hop] = tid
+                for hop, recipients in hops.items()
+            }
             delivered = []
             for recipient in local:
                 added = tx.run(
@@ -1434,27 +1425,43 @@ def _insert_package(
 def _route(tx: _Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: float) -> list[str]:
     """Move the package to routed and queue one transfer per next hop; their ids."""
     tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
-    ids = []
-    for hop, recipients in hops.items():
-        tid = uuid.uuid4().hex
-        tx.run(
-            "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-            " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                tid,
-                package_id,
-                hop,
-                json.dumps(list(recipients)),
-                TransferState.QUEUED.value,
-                now,
-                now,
-                now,
-                now,
-            ),
-        )
-        tx.log(now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}")
-        ids.append(tid)
-    return ids
+    return [
+        _queue_transfer(tx, package_id, hop, recipients, now, f"to {hop}")
+        for hop, recipients in hops.items()
+    ]
+
+
+def _queue_transfer(
+    tx: _Tx,
+    package_id: str,
+    hop: str,
+    recipients: Sequence[str],
+    now: float,
+    detail: str,
+    *,
+    created_at: float | None = None,
+    since: float | None = None,
+) -> str:
+    """Insert one queued transfer of ``package_id`` to ``hop`` (due now), journaled; its id.
+    ``created_at`` and ``since`` default to ``now`` (a re-routed transfer keeps its age)."""
+    tid = uuid.uuid4().hex
+    tx.run(
+        "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
+        " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            tid,
+            package_id,
+            hop,
+            json.dumps(list(recipients)),
+            TransferState.QUEUED.value,
+            now if created_at is None else created_at,
+            now if since is None else since,
+            now,
+            now,
+        ),
+    )
+    tx.log(now, "transfer", tid, None, TransferState.QUEUED, detail)
+    return tid
 
 
 def _due_transfer(tx: _Tx, next_hop: str | None, now: float) -> sqlite3.Row | None:
