@@ -91,12 +91,14 @@ async def test_link_fails_over_to_another_member_and_keeps_its_session(
             sent = [f"frame {i}".encode() for i in range(20)]
             for payload in sent:
                 await _publish_until_accepted(a, B, payload)
+            expected = {(A, payload) for payload in sent}
             received: set[tuple[str, bytes]] = set()
-            while len(received) < len(sent):
+            while not expected <= received:
                 received.add(await inbox.next())
             assert b.address != (first.host, first.port)
             assert b.connects >= 2
         finally:
             first.start()
             await nats_cluster.wait_mqtt()
-    assert received == {(A, payload) for payload in sent}
+    # QoS 1 is at least once: the frame from before the kill may come again, nothing else.
+    assert received - expected <= {(A, b"before")}
