@@ -812,6 +812,30 @@ class SqlStore:
         # Taking a transfer need not survive power loss: it would only be sent again.
         return await self._write(op, durable=False)
 
+    async def release_leases(self, now: float, reason: str) -> list[str]:
+        """Put every transfer in flight back in the queue, due at once, with ``reason``; their
+        ids. For a daemon that has just taken the store over: the daemon that took those
+        transfers is gone, so their leases would only make them wait. The attempts stay
+        counted; a hop receipt that still comes acknowledges the transfer (queued -> acked)."""
+
+        def op(tx: Tx) -> list[str]:
+            ids = [
+                str(r[0])
+                for r in tx.all("SELECT transfer_id FROM transfers WHERE state = 'in_flight'")
+            ]
+            for tid in ids:
+                tx.move(
+                    "transfer",
+                    tid,
+                    TransferState.QUEUED,
+                    now,
+                    reason,
+                    {"last_error": reason, "lease_token": None, "next_attempt_at": now},
+                )
+            return ids
+
+        return await self._write(op)
+
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
 
