@@ -38,31 +38,14 @@ from pathlib import Path
 import asyncpg
 
 from lienthong.config import load_config
-from lienthong.devnet.network import Network, NodeProcess, poll_until
+from lienthong.devnet.network import Network, NodeProcess, poll_until, topology_text
 from lienthong.devnet.pgdb import ScratchDatabase
 from lienthong.edxml import build, new_edoc
 from lienthong.store.postgres import numbered
 from lienthong.store.sqlite import DB_NAME
 
 NATIONAL, PROVINCE_A, PROVINCE_B = "000.00.00.G22", "000.00.00.H49", "000.00.00.H41"
-DIRECTORY = f"""
-national = "{NATIONAL}"
-
-[[agency]]
-code = "{NATIONAL}"
-name = "Văn phòng Chính phủ"
-node = true
-
-[[agency]]
-code = "{PROVINCE_A}"
-name = "UBND tỉnh Quảng Nam"
-node = true
-
-[[agency]]
-code = "{PROVINCE_B}"
-name = "UBND tỉnh Khánh Hòa"
-node = true
-"""
+DIRECTORY = topology_text("two-tier")
 FAST = {
     "transfer": {"receipt_timeout_s": 3.0, "poll_s": 0.3},
     "store": {"lease_s": 8.0},

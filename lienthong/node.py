@@ -384,6 +384,8 @@ class Node:
             return
         try:
             await self._run_active()
+        except* LostActiveLock as lost:
+            raise lost.exceptions[0] from None  # exit 1 with the reason; systemd restarts it
         finally:
             if self.active_lock is not None:
                 await self.active_lock.release()
@@ -470,6 +472,9 @@ class Node:
             await asyncio.gather(*waiting, watchdog, return_exceptions=True)
             if listener is not None:
                 await listener.cleanup()
+        acquired = waiting[0]
+        if not acquired.cancelled() and acquired.exception() is not None:
+            raise acquired.exception()  # type: ignore[misc]  # a refused DSN: ConfigError
         if self._stop.is_set():
             await self.active_lock.release()
             return False

@@ -26,7 +26,7 @@ import asyncpg
 
 from lienthong.backoff import Backoff
 from lienthong.config import StoreSettings, store_password
-from lienthong.errors import LienthongError
+from lienthong.errors import ConfigError, LienthongError
 from lienthong.logs import get_logger
 from lienthong.store.postgres import connect_args
 
@@ -39,6 +39,10 @@ KEEPALIVES = {
 }
 """The server probes a silent lock connection this way and ends its session (and lock) after
 about 11 s."""
+
+
+_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+"""A wrong password, role or database name: the configuration is wrong, waiting cures nothing."""
 
 
 class LostActiveLock(LienthongError):
@@ -69,12 +73,17 @@ class ActiveLock:
     async def acquire(self, on_standby: Callable[[str], None] = lambda reason: None) -> None:
         """Return once this daemon holds the lock. While another daemon holds it, calls
         ``on_standby`` with the reason once and waits; a database that cannot be reached is
-        tried again with backoff (the reason given too)."""
+        tried again with backoff (the reason given too). A database that refuses the role,
+        its password or the database name raises :class:`ConfigError`."""
         backoff = Backoff(base=0.5, cap=10.0, jitter=0.2)
         told = ""
         while True:
             try:
                 conn = await asyncpg.connect(**self._args)
+            except _REFUSED as exc:
+                raise ConfigError(
+                    f"the database refuses this daemon: {exc}", key="store.dsn"
+                ) from exc
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 told = self._tell(on_standby, told, f"cannot reach the store's database: {exc}")
                 await asyncio.sleep(backoff.next_delay())

@@ -19,28 +19,11 @@ from typing import Any
 import pytest
 from test_network import FAST, document_ids, send, write_document
 
-from lienthong.devnet.network import Network, poll_until
+from lienthong.devnet.network import Network, poll_until, topology_text
 from lienthong.devnet.pgdb import ScratchDatabase
 
 NATIONAL, PROVINCE_A, PROVINCE_B = "000.00.00.G22", "000.00.00.H49", "000.00.00.H41"
-DIRECTORY = f"""
-national = "{NATIONAL}"
-
-[[agency]]
-code = "{NATIONAL}"
-name = "Văn phòng Chính phủ"
-node = true
-
-[[agency]]
-code = "{PROVINCE_A}"
-name = "UBND tỉnh Quảng Nam"
-node = true
-
-[[agency]]
-code = "{PROVINCE_B}"
-name = "UBND tỉnh Khánh Hòa"
-node = true
-"""
+DIRECTORY = topology_text("two-tier")
 WAIT_S = 60.0
 
 
@@ -119,3 +102,18 @@ def pair_ids(files: list[Path]) -> list[str]:
     """The DocumentIds of documents written by :func:`write_document` at province A today."""
     today = time.strftime("%Y/%m/%d")
     return [f"{PROVINCE_A},{today},{f.stem}/UBND-VP" for f in files]
+
+
+def test_a_database_that_refuses_the_daemon_is_a_configuration_error(tmp_path: Path) -> None:
+    """A daemon whose DSN names a database that does not exist stops at once with exit status 2
+    and the key at fault, instead of waiting as a standby for ever."""
+    missing = ScratchDatabase("lienthong_missing")  # never created
+    network = Network(tmp_path / "net", DIRECTORY, postgres={NATIONAL: missing.dsn})
+    node = network.nodes[NATIONAL]
+    node.start()
+    try:
+        assert node.process is not None
+        assert node.process.wait(60) == 2
+    finally:
+        node.kill()
+    assert "store.dsn: the database refuses this daemon" in node.log()
