@@ -51,6 +51,10 @@ def _agency_code(value: Any) -> str | None:
     return None if problem is None else f"not an agency code: {problem}"
 
 
+_NO_PATH = Path()
+"""An unset path setting (``Path("")``, printed as ``.``); checked where it is required."""
+
+
 def _setting(default: Any, check: Check | None = None, doc: str = "") -> Any:
     return field(default=default, metadata={"check": check, "doc": doc})
 
@@ -67,10 +71,33 @@ class RetrySettings:
     max_age_s: float = _setting(3 * 86400.0, _positive, "dead-letter a transfer this old")
 
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def _store_backend(value: Any) -> str | None:
+    return None if value in STORE_BACKENDS else f"must be one of {', '.join(STORE_BACKENDS)}"
+
+
+def _dsn(value: Any) -> str | None:
+    if value == "" or value.startswith(("postgresql://", "postgres://")):
+        return None
+    return "must be a PostgreSQL URL: postgresql://user@host:5432/database"
+
+
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
     """``[store]``: the store-and-forward engine."""
 
+    backend: str = _setting(
+        "sqlite", _store_backend, "sqlite (files in node.state_dir) or postgresql (at dsn)"
+    )
+    dsn: str = _setting("", _dsn, "with backend = postgresql: postgresql://user@host/database")
+    password_file: Path = _setting(
+        _NO_PATH, None, "file holding the PostgreSQL password (instead of one in the dsn)"
+    )
+    lock_check_s: float = _setting(
+        1.0, _positive, "postgresql: the active daemon checks its hold on the store this often"
+    )
     lease_s: float = _setting(60.0, _positive, "how long a taken transfer stays taken")
     group_commit_max_batch: int = _setting(256, _at_least_one, "writes per transaction at most")
     group_commit_max_wait_ms: float = _setting(
@@ -94,10 +121,6 @@ def _port(value: Any) -> str | None:
 def _log_level(value: Any) -> str | None:
     levels = ("debug", "info", "warning", "error")
     return None if value in levels else f"must be one of {', '.join(levels)}"
-
-
-_NO_PATH = Path()
-"""An unset path setting (``Path("")``, printed as ``.``); checked where it is required."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,12 +520,45 @@ def _coerce(kind: Any, value: Any, key: str, base: Path | None) -> Any:
     return value
 
 
+def check_store(settings: StoreSettings) -> None:
+    """Raise :class:`ConfigError` unless ``[store]`` names a store that can be opened: with
+    ``backend = "postgresql"``, a ``dsn``, and a readable, non-empty ``password_file`` if set."""
+    if settings.backend != "postgresql":
+        return
+    if not settings.dsn:
+        raise ConfigError(
+            'is required with backend = "postgresql" (postgresql://user@host:5432/database)',
+            key="store.dsn",
+        )
+    if settings.password_file != _NO_PATH:
+        store_password(settings)
+
+
+def store_password(settings: StoreSettings) -> str | None:
+    """The PostgreSQL password from ``store.password_file`` (its first line), or None when
+    no file is set; :class:`ConfigError` naming the file when it cannot be read or is empty."""
+    if settings.password_file == _NO_PATH:
+        return None
+    path = settings.password_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the password file {path}: {exc.strerror}", key="store.password_file"
+        ) from exc
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise ConfigError(f"the password file {path} is empty", key="store.password_file")
+    return password
+
+
 def check_for_daemon(config: Config) -> None:
     """Raise :class:`ConfigError` naming the first setting ``lienthong run`` cannot do without.
 
     Commands that only read a node's state (``queue``, ``journal verify``) need just
     ``[node]``; the daemon also needs its directory, key, trust store and at least one link.
     """
+    check_store(config.store)
     required: list[tuple[str, Path]] = [
         ("node.directory", config.node.directory),
         ("identity.key", config.identity.key),

@@ -15,6 +15,15 @@ Operators: the local HTTP server that serves the office-software API also serves
 ``/healthz`` and the status page (:mod:`lienthong.statuspage`); the receiver, the senders and
 the processor count into one :class:`~lienthong.metrics.Metrics` per node.
 
+Active and standby: with the store on PostgreSQL (``[store] backend = "postgresql"``), two
+daemons of one node may share it. Before anything else a daemon takes the node's active lock
+(:mod:`lienthong.standby`); while another daemon holds it, this one is the standby: it says
+READY with a standby status, answers ``/healthz`` with ``"status": "standby"`` (HTTP 503) on the
+API port, and connects to nothing else. Once it gets the lock it opens the store as its
+exclusive writer, puts the transfers the previous daemon had in flight back in the queue, and
+starts like a restart. The active daemon checks its lock connection all along and stops once it
+fails (``active-lock`` task).
+
 Stop (SIGTERM or SIGINT): intake stops (the office-software API closes, no new transfer frames
 are taken, no new transfers leased), transfers in flight get ``daemon.drain_grace_s`` to
 receive their hop receipts, then everything is cancelled. Work cut short stays in the store
@@ -32,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
@@ -48,8 +58,10 @@ from lienthong.metrics import Metrics
 from lienthong.processing import Processor
 from lienthong.routing import split_by_next_hop
 from lienthong.sdnotify import Notifier, watchdog_interval
+from lienthong.standby import ActiveLock, LostActiveLock
 from lienthong.statuspage import Operator, operator_routes
-from lienthong.store import PackageState, SqliteStore, TransferState
+from lienthong.store import PackageState, TransferState
+from lienthong.store.factory import store_for
 from lienthong.transport.frames import max_chunk_for
 from lienthong.transport.link import Link, LinkSettings, OnMessage
 from lienthong.transport.receiver import Receiver
@@ -134,7 +146,12 @@ class Node:
         )
         """The directory in force: the one place every part reads it from."""
         self.identity, self.trust = load_keys(config)
-        self.store = SqliteStore(config.node.state_dir, config.store)
+        shared = config.store.backend == "postgresql"
+        self.active_lock = ActiveLock(self.me, config.store) if shared else None
+        """Held while this daemon is the active one of a pair sharing a PostgreSQL store."""
+        self.standby_reason: str | None = None
+        """Why this daemon waits as the standby, while it does."""
+        self.store = store_for(config.node.state_dir, config.store, exclusive=shared)
         self.metrics = Metrics()
         self.requeue_token = secrets.token_urlsafe(32)
         """Sent back by the status page with a requeue; a page elsewhere cannot read it."""
@@ -393,9 +410,29 @@ class Node:
         self._stop.set()
 
     async def run(self) -> None:
-        """Serve until :meth:`request_stop`, then drain and return."""
+        """Serve until :meth:`request_stop`, then drain and return (with a PostgreSQL store,
+        once this daemon is the active one: see the module docstring)."""
         structlog.contextvars.bind_contextvars(node=self.me)
+        if self.active_lock is not None and not await self._wait_active():
+            _log.info("node_stopped")
+            return
+        try:
+            await self._run_active()
+        except* LostActiveLock as lost:
+            raise lost.exceptions[0] from None  # exit 1 with the reason; systemd restarts it
+        finally:
+            if self.active_lock is not None:
+                await self.active_lock.release()
+
+    async def _run_active(self) -> None:
         async with self.store:
+            if self.active_lock is not None:
+                # The lock proves the daemon that took these transfers is gone.
+                released = await self.store.release_leases(
+                    self.clock(), "taken over from the daemon that was active"
+                )
+                if released:
+                    _log.info("transfers_released", count=len(released))
             # Work left half-done by a previous run is finished before any link delivers new
             # frames, so the two never handle the same package at once.
             await self._remember_in_progress()
@@ -419,6 +456,8 @@ class Node:
                 tg.create_task(self._process(), name=f"processor:{i}") for i in range(PROCESSORS)
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+            if self.active_lock is not None:
+                tasks.append(tg.create_task(self._keep_active(), name="active-lock"))
             if not await self._wait_links_up():
                 _cancel(tasks)
                 return
@@ -440,6 +479,80 @@ class Node:
             await self._drain()
             self.receiver.cancel()
             _cancel(tasks + self._late_tasks)
+
+    async def _keep_active(self) -> None:
+        """Stop the daemon (the task fails) once the active lock is lost."""
+        assert self.active_lock is not None
+        try:
+            await self.active_lock.hold()
+        except LostActiveLock as exc:
+            _log.critical("active_lock_lost", reason=str(exc))
+            raise
+
+    async def _wait_active(self) -> bool:
+        """Take the active lock, serving the standby's ``/healthz`` meanwhile; False when a
+        stop was requested first."""
+        assert self.active_lock is not None
+        listener = await self._standby_listener()
+        waiting = [
+            asyncio.create_task(self.active_lock.acquire(self._on_standby), name="active-lock"),
+            asyncio.create_task(self._stop.wait(), name="stop"),
+        ]
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            _cancel([*waiting, watchdog])
+            await asyncio.gather(*waiting, watchdog, return_exceptions=True)
+            if listener is not None:
+                await listener.cleanup()
+        acquired = waiting[0]
+        if not acquired.cancelled() and acquired.exception() is not None:
+            raise acquired.exception()  # type: ignore[misc]  # a refused DSN: ConfigError
+        if self._stop.is_set():
+            await self.active_lock.release()
+            return False
+        if self.standby_reason is not None:
+            _log.info("taking_over", was=self.standby_reason)
+        self.standby_reason = None
+        return True
+
+    def _on_standby(self, reason: str) -> None:
+        self.standby_reason = reason
+        if reason.startswith("standby"):
+            self.notifier.ready(reason)  # a standby is up: systemd must not time its start out
+        else:
+            self.notifier.status(reason)
+
+    async def _standby_listener(self) -> web.AppRunner | None:
+        """``/healthz`` on the API port while this daemon is the standby (HTTP 503 with
+        ``"status": "standby"`` and the reason); nothing else is served."""
+        settings = self.config.gateway
+        if not settings.port:
+            return None
+
+        async def healthz(request: web.Request) -> web.Response:
+            body = {
+                "status": "standby",
+                "node": self.me,
+                "at": self.clock(),
+                "reason": self.standby_reason or "taking the active lock",
+            }
+            return web.json_response(body, status=503)
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+                key="gateway.port",
+            ) from exc
+        return runner
 
     async def _start_gateway(self) -> Listener | None:
         """The office-software API, when a port or a socket is configured."""

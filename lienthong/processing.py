@@ -530,7 +530,7 @@ class Processor:
         """Route the recipients of a queued or dead ``transfer`` as the directory in force
         says, when that differs from its next hop: the ones served here are verified and
         delivered (status 01, or a status package's receipt), the others queued per next
-        hop, all by ``replace`` (the store's :meth:`~SqliteStore.reroute`: one transaction);
+        hop, all by ``replace`` (the store's :meth:`~SqlStore.reroute`: one transaction);
         unroutable ones are answered with a status 02. What ``replace`` did, or None when
         the route is unchanged or the transfer was taken meanwhile.
 

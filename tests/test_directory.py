@@ -27,7 +27,9 @@ def _problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     return list(caught.value.problems)
 
 
-@pytest.mark.parametrize(("name", "tiers"), [("three-tier", 3), ("four-tier", 4), ("five-tier", 5)])
+@pytest.mark.parametrize(
+    ("name", "tiers"), [("two-tier", 2), ("three-tier", 3), ("four-tier", 4), ("five-tier", 5)]
+)
 def test_example_topologies_load_with_their_depth(name: str, tiers: int) -> None:
     """Each example directory loads, and its deepest agency sits `tiers` levels down."""
     text = (TOPOLOGIES / f"{name}.toml").read_text(encoding="utf-8")

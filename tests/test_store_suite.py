@@ -1,4 +1,5 @@
-"""The store contract, checked on SQLite files in a temporary folder."""
+"""The store contract, checked on both engines: SQLite files in a temporary folder, and a
+PostgreSQL database made for the test (and dropped after it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lienthong.config import RetrySettings, StoreSettings
+from lienthong.devnet.pgdb import ScratchDatabase
 from lienthong.store import (
     DigestMismatch,
     FailOutcome,
@@ -24,6 +26,7 @@ from lienthong.store import (
     UnknownId,
     WrongPeer,
 )
+from lienthong.store.postgres import PostgresStore
 
 T0 = 1_700_000_000.0
 SETTINGS = StoreSettings(
@@ -35,11 +38,17 @@ SETTINGS = StoreSettings(
 )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store in a temporary folder."""
-    async with SqliteStore(tmp_path / "state", SETTINGS, random.Random(1)) as s:
-        yield s
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store: SQLite in a temporary folder, or PostgreSQL in a new database."""
+    if request.param == "sqlite":
+        async with SqliteStore(tmp_path / "state", SETTINGS, random.Random(1)) as s:
+            yield s
+        return
+    async with ScratchDatabase("lienthong_suite") as db:
+        settings = replace(SETTINGS, backend="postgresql", dsn=db.dsn)
+        async with PostgresStore(tmp_path / "state", settings, random.Random(1)) as p:
+            yield p
 
 
 def pkg(n: int = 1, recipients: tuple[str, ...] = ("000.00.12.H30",)) -> tuple[bytes, PackageMeta]:

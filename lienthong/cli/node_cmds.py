@@ -18,7 +18,7 @@ from lienthong.keyfiles import read_file
 from lienthong.logs import configure
 from lienthong.node import Node, load_directory, load_keys
 from lienthong.processing import Processor, SubmissionRefused, certificate_fingerprint
-from lienthong.store import SqliteStore
+from lienthong.store.factory import store_for
 from lienthong.trust.keys import load_certificates
 
 
@@ -75,7 +75,7 @@ async def local_processor(config: Config) -> AsyncIterator[Processor]:
     queues): for commands that submit packages as the node. Loads the directory and keys."""
     directory = load_directory(config)
     identity, trust = load_keys(config)
-    async with SqliteStore(config.node.state_dir, config.store) as store:
+    async with store_for(config.node.state_dir, config.store) as store:
         yield Processor(
             me=config.node.code,
             directory=directory,

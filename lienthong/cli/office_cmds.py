@@ -23,7 +23,8 @@ from lienthong.edxml.model import STATUS_CODES, Organization
 from lienthong.errors import LienthongError
 from lienthong.logs import configure
 from lienthong.processing import SubmissionRefused
-from lienthong.store import SqliteStore
+from lienthong.store.factory import store_for
+from lienthong.store.sqlstore import SqlStore
 from lienthong.trace import NodeView, collect_view, format_time, story, trace
 
 OFFICE_STATUS_CODES = ("03", "04", "05", "06", "13", "15", "16")
@@ -68,12 +69,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     tr.set_defaults(func=_trace)
 
 
-def _open(config: Config) -> SqliteStore:
-    return SqliteStore(config.node.state_dir, config.store)
+def _open(config: Config) -> SqlStore:
+    return store_for(config.node.state_dir, config.store)
 
 
 def _with_store(
-    args: argparse.Namespace, body: Callable[[SqliteStore, argparse.Namespace], Awaitable[int]]
+    args: argparse.Namespace, body: Callable[[SqlStore, argparse.Namespace], Awaitable[int]]
 ) -> int:
     config = load_config(args.config)
 
@@ -84,7 +85,7 @@ def _with_store(
     return asyncio.run(main())
 
 
-async def _inbox(store: SqliteStore, args: argparse.Namespace) -> int:
+async def _inbox(store: SqlStore, args: argparse.Namespace) -> int:
     entries = await store.inbox_list(pending=not args.all)
     if not entries:
         print("the inbox is empty" if args.all else "nothing waiting in the inbox")
@@ -96,7 +97,7 @@ async def _inbox(store: SqliteStore, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ack(store: SqliteStore, args: argparse.Namespace) -> int:
+async def _ack(store: SqlStore, args: argparse.Namespace) -> int:
     await store.inbox_ack(args.entry, not args.fail, time.time(), "lienthong ack")
     print(f"inbox entry {args.entry}: {'failed, offered again' if args.fail else 'retrieved'}")
     return 0

@@ -23,7 +23,7 @@ from lienthong.errors import LienthongError
 from lienthong.node import load_directory
 from lienthong.report import NodeRecords, Period, compute, read_node, served_by, to_csv
 from lienthong.report.groups import Place, places
-from lienthong.store.sqlite import DB_NAME, SqliteStore
+from lienthong.store.factory import existing_store
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -70,10 +70,7 @@ def day(text: str) -> dt.date:
 
 
 async def _read(config: Config, served: Sequence[str], period: Period) -> NodeRecords:
-    state_dir = config.node.state_dir
-    if not (state_dir / DB_NAME).exists():
-        raise LienthongError(f"no store database in {state_dir} (node.state_dir)")
-    async with SqliteStore(state_dir, config.store) as store:
+    async with existing_store(config.node.state_dir, config.store) as store:
         return await read_node(store, config.node.code, served, period)
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
-from lienthong.errors import LienthongError
-from lienthong.store.sqlite import DB_NAME, SqliteStore
+from lienthong.store.factory import existing_store
+from lienthong.store.sqlstore import SqlStore
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -64,21 +64,19 @@ def load_configs(args: argparse.Namespace) -> list[Config]:
 
 
 def _run(
-    args: argparse.Namespace, body: Callable[[SqliteStore, argparse.Namespace], Awaitable[int]]
+    args: argparse.Namespace, body: Callable[[SqlStore, argparse.Namespace], Awaitable[int]]
 ) -> int:
     config = load_config(args.config)
-    state_dir = config.node.state_dir
-    if not (state_dir / DB_NAME).exists():
-        raise LienthongError(f"no store database in {state_dir} (node.state_dir)")
+    opened = existing_store(config.node.state_dir, config.store)
 
     async def main() -> int:
-        async with SqliteStore(state_dir, config.store) as store:
+        async with opened as store:
             return await body(store, args)
 
     return asyncio.run(main())
 
 
-async def _queue(store: SqliteStore, args: argparse.Namespace) -> int:
+async def _queue(store: SqlStore, args: argparse.Namespace) -> int:
     now = time.time()
     if args.dead:
         dead = await store.dead_letters()
@@ -105,13 +103,13 @@ def _counts(counts: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
-async def _requeue(store: SqliteStore, args: argparse.Namespace) -> int:
+async def _requeue(store: SqlStore, args: argparse.Namespace) -> int:
     count = await store.requeue(None if args.all_dead else args.id, time.time())
     print(f"requeued {count}")
     return 0
 
 
-async def _verify(store: SqliteStore, args: argparse.Namespace) -> int:
+async def _verify(store: SqlStore, args: argparse.Namespace) -> int:
     report = await store.journal_verify()
     if report.ok:
         print(f"journal ok: {report.entries} entries")

@@ -13,6 +13,10 @@ members; the other tiers keep mosquitto.
 Everything lives under one folder (``root``): ``pki/``, ``brokers/<code>/``,
 ``nodes/<code>/lienthong.toml`` with the node's ``state/`` and ``daemon.log``, and
 ``directory.toml``.
+
+A node may keep its store in PostgreSQL (``postgres={code: dsn}``): it then runs as a pair, its
+daemon and a second one (``nodes/<code>-standby/``, its own state folder and API port, the same
+database) started after it, which waits as the standby (see :mod:`lienthong.node`).
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from lienthong.brokersetup import free_port
+from lienthong.config import load_config
 from lienthong.devnet.axis_client import AxisClient
 from lienthong.devnet.broker import Broker
 from lienthong.devnet.natscluster import NatsCluster
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.directory import Directory
 from lienthong.resources import shipped_dir
-from lienthong.store import SqliteStore, Store
+from lienthong.store import Store
+from lienthong.store.factory import store_for
 from lienthong.store.model import InboxEntry, Receipt
 from lienthong.trace import NodeView, collect_view
 from lienthong.trust.pki import KeyType
@@ -209,12 +215,15 @@ class Network:
         key_type: KeyType = "rsa",
         overrides: Mapping[str, Mapping[str, object]] | None = None,
         national_cluster: bool = False,
+        postgres: Mapping[str, str] | None = None,
     ) -> None:
         """Write the PKI, broker configs and node configs; start nothing yet.
 
         ``overrides`` are extra settings for every node's config, by section (for example
         ``{"transfer": {"receipt_timeout_s": 5}}``). ``national_cluster``: the national
-        node's broker is a NATS cluster.
+        node's broker is a NATS cluster. ``postgres`` names the nodes whose store is in
+        PostgreSQL, with the DSN of each one's database (an existing, empty one); each such
+        node gets a standby daemon too (:attr:`standbys`).
         """
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -249,27 +258,33 @@ class Network:
         self.nodes = {
             code: NodeProcess(code, root / "nodes" / code) for code in sorted(self.directory.nodes)
         }
-        for node in self.nodes.values():
+        self.postgres = dict(postgres or {})
+        self.standbys = {
+            code: NodeProcess(code, root / "nodes" / f"{code}-standby") for code in self.postgres
+        }
+        """The second daemon of each node whose store is in PostgreSQL."""
+        for node in [*self.nodes.values(), *self.standbys.values()]:
             node.workdir.mkdir(parents=True, exist_ok=True)
             node.config_path.write_text(
-                render_toml(self._node_config(node.code, overrides or {})), encoding="utf-8"
+                render_toml(self._node_config(node, overrides or {})), encoding="utf-8"
             )
 
     def _node_config(
-        self, code: str, overrides: Mapping[str, Mapping[str, object]]
+        self, node: NodeProcess, overrides: Mapping[str, Mapping[str, object]]
     ) -> dict[str, dict[str, object]]:
+        code = node.code
         cert, key = self.pki.client_files(code)
         served = [a for a in self.directory.codes if self.directory.serving_node(a) == code]
         config: dict[str, dict[str, object]] = {
             "node": {
                 "code": code,
-                "state_dir": str(self.nodes[code].workdir / "state"),
+                "state_dir": str(node.workdir / "state"),
                 "directory": str(self.directory_path),
             },
             "identity": {"key": str(key), "cert": str(cert)},
             "trust": {"ca": [str(self.pki.cafile)]},
             "directory": {"authority": str(self.authority_cert), "check_s": 0.5},
-            "gateway": {"port": self.nodes[code].api_port},
+            "gateway": {"port": node.api_port},
             f"gateway.clients.{OFFICE_CLIENT}": {
                 "secret": office_secret(code),
                 "send_for": served,
@@ -283,6 +298,10 @@ class Network:
             config["links.children"] = self._link(self.brokers[code])
         for section, values in overrides.items():
             config.setdefault(section, {}).update(values)
+        if code in self.postgres:
+            config.setdefault("store", {}).update(
+                {"backend": "postgresql", "dsn": self.postgres[code]}
+            )
         return config
 
     def _link(self, broker: Broker | NatsCluster) -> dict[str, object]:
@@ -296,26 +315,32 @@ class Network:
         return link
 
     def start(self, codes: Iterable[str] | None = None) -> None:
-        """Start every broker, then the given nodes (all by default), and wait until ready."""
+        """Start every broker, then the given nodes (all by default), and wait until ready;
+        then their standby daemons, and wait until each says it is the standby."""
         for broker in self.brokers.values():
             if not broker.running:
                 broker.start()
-        chosen = [self.nodes[c] for c in (codes if codes is not None else self.nodes)]
-        for node in chosen:
+        chosen = list(codes if codes is not None else self.nodes)
+        for code in chosen:
+            self.nodes[code].start()
+        for code in chosen:
+            self.nodes[code].wait_ready()
+        standbys = [self.standbys[c] for c in chosen if c in self.standbys]
+        for node in standbys:
             node.start()
-        for node in chosen:
+        for node in standbys:
             node.wait_ready()
 
     def stop(self) -> None:
         """SIGTERM every node, then stop every broker."""
-        for node in self.nodes.values():
+        for node in [*self.standbys.values(), *self.nodes.values()]:
             node.stop()
         for broker in self.brokers.values():
             broker.stop()
 
     def kill(self) -> None:
         """SIGKILL everything (test clean-up)."""
-        for node in self.nodes.values():
+        for node in [*self.standbys.values(), *self.nodes.values()]:
             node.kill()
         for broker in self.brokers.values():
             broker.kill()
@@ -323,8 +348,10 @@ class Network:
     def _read(self, code: str, call: Callable[[Store], Awaitable[T]]) -> T:
         """Run ``call`` on ``code``'s store (beside its running daemon) and return its result."""
 
+        config = load_config(self.nodes[code].config_path)
+
         async def main() -> T:
-            async with SqliteStore(self.nodes[code].workdir / "state") as store:
+            async with store_for(config.node.state_dir, config.store) as store:
                 return await call(store)
 
         return asyncio.run(main())

@@ -1,7 +1,9 @@
 """Store-and-forward engine: packages, transfers, inbox, receipts and the journal.
 
-:class:`SqliteStore` is the one implementation of :class:`Store` (tests run it on a temporary
-folder).
+Every operation of :class:`Store` is written once (:class:`~lienthong.store.sqlstore.SqlStore`),
+on two engines: :class:`SqliteStore` (files in the node's state folder, the default) and
+:class:`~lienthong.store.postgres.PostgresStore` (a PostgreSQL database two daemons of a node
+share); :func:`~lienthong.store.factory.store_for` gives the one ``[store]`` names.
 """
 
 from lienthong.store.base import Store

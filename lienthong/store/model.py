@@ -219,7 +219,7 @@ class OpenTransfer:
 
 @dataclass(frozen=True, slots=True)
 class Rerouted:
-    """What :meth:`SqliteStore.reroute` made of one transfer: the new transfers by next hop
+    """What :meth:`SqlStore.reroute` made of one transfer: the new transfers by next hop
     and the recipients newly delivered to the inbox here (one already there is not counted)."""
 
     transfers: Mapping[str, str] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""The durable store: SQLite for rows, small packages inline in their row, large ones in files.
+"""The durable store on one machine: SQLite for rows, small packages inline in their row, large
+ones in files. Every operation is :mod:`lienthong.store.sqlstore`'s; this module is the engine.
 
 Durability. The database runs in WAL mode. A transaction that someone is promised (a package
 stored before its hop receipt or HTTP 200, a delivery, a state change) commits with
@@ -14,11 +15,10 @@ Small packages (under ``store.inline_max_bytes``) live in their row, so they cos
 the commit; larger ones get a content-addressed file (:class:`BlobDir`), written and made
 durable with fdatasync of the file and one fsync of its folder per batch.
 
-Grouped commits in one thread call. One writer task collects the operations waiting (up to
-``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more) and runs the
-whole batch in ONE call into the database thread: ``BEGIN IMMEDIATE``, the batch's package
-files started in a second thread, each operation (a plain function of a :class:`_Tx`) in its
-own SAVEPOINT, the files waited for, one COMMIT. Only then are the callers' futures resolved.
+Grouped commits in one thread call. The shared writer task (:class:`SqlStore`) runs each
+batch in ONE call into the database thread: ``BEGIN IMMEDIATE``, the batch's package files
+started in a second thread, each operation (a plain function of a :class:`Tx`) in its own
+SAVEPOINT, the files waited for, one COMMIT. Only then are the callers' futures resolved.
 So many packages share both flushes when they arrive together, no call returns before its
 change is committed, and no statement costs a round trip between the event loop and a thread.
 
@@ -40,170 +40,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import random
 import sqlite3
-import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, TypeVar
 
 from lienthong.config import StoreSettings
-from lienthong.logs import get_logger
-from lienthong.store import retry
 from lienthong.store.blobs import BlobDir, write_durably
-from lienthong.store.errors import (
-    CorruptPackage,
-    DatabaseLocked,
-    DigestMismatch,
-    DiskFull,
-    IntakeBlocked,
-    StoreTransientError,
-    UnknownId,
-    WrongPeer,
-)
-from lienthong.store.journal import JournalEntry, JournalReport, make_entry, verify_chain
-from lienthong.store.lifecycle import (
-    PACKAGE_EXPIRABLE,
-    ConcurrentChange,
-    InboxState,
-    PackageState,
-    TransferState,
-    check,
-)
-from lienthong.store.model import (
-    Conflict,
-    DeadLetter,
-    Expired,
-    FailOutcome,
-    FailResult,
-    InboxEntry,
-    Lease,
-    OldestWaiting,
-    OpenTransfer,
-    PackageMeta,
-    PackageRecord,
-    QueueSummary,
-    Receipt,
-    ReceiveOutcome,
-    ReceiveResult,
-    Reply,
-    Rerouted,
-)
+from lienthong.store.errors import DatabaseLocked, DiskFull, StoreTransientError, UnknownId
+from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx, run_ops
 
 T = TypeVar("T")
-_log = get_logger("lienthong.store")
 DB_NAME = "store.sqlite3"
-RECENT_MAX_BYTES = 16 * 1024 * 1024
-"""Bytes of lately stored packages kept in memory for sending them on."""
-_TABLE_OF = {"package": ("packages", "package_id"), "transfer": ("transfers", "transfer_id")}
-_TABLE_OF["inbox entry"] = ("inbox", "entry_id")
-_PACKAGE_COLUMNS = (
-    "package_id, document_id, kind, sender, recipients, size, from_peer, state, reason,"
-    " created_at, since, updated_at"
-)
-"""Every column of a package but its inline bytes (records never carry those)."""
 
 
-class _Tx:
-    """One operation's view of the open write transaction, with the journal head.
-
-    Runs in the database thread: every call is a plain, synchronous statement.
-    """
+class _Tx(Tx):
+    """The open SQLite write transaction (in the database thread)."""
 
     def __init__(self, db: sqlite3.Connection, head: tuple[int, str]) -> None:
+        super().__init__(head)
         self.db = db
-        self.head = head
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self.db.execute(sql, params).fetchone()
         return row
 
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.db.execute(sql, params).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self.db.execute(sql, params).rowcount
 
-    def log(
-        self,
-        at: float,
-        entity: str,
-        entity_id: str,
-        from_state: str | None,
-        to_state: str,
-        detail: str = "",
-    ) -> None:
-        """Append a journal entry chained to the current head."""
-        e = make_entry(self.head, at, entity, entity_id, from_state, to_state, detail)
-        self.run(
-            "INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                e.seq,
-                e.at,
-                e.entity,
-                e.entity_id,
-                e.from_state,
-                e.to_state,
-                e.detail,
-                e.prev_hash,
-                e.hash,
-            ),
-        )
-        self.head = (e.seq, e.hash)
 
-    def move(
-        self,
-        entity: str,
-        entity_id: str | int,
-        to_state: str,
-        now: float,
-        detail: str = "",
-        sets: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Check and apply one state change (guarded by the state read); the old state."""
-        table, key = _TABLE_OF[entity]
-        row = self.one(f"SELECT state FROM {table} WHERE {key} = ?", (entity_id,))  # noqa: S608
-        if row is None:
-            raise UnknownId(f"no {entity} {entity_id}")
-        from_state = str(row[0])
-        check(entity, str(entity_id), from_state, to_state)
-        columns = {"state": to_state, **(sets or {})}
-        if entity != "inbox entry":
-            columns["updated_at"] = now
-        assignments = ", ".join(f"{c} = ?" for c in columns)
-        changed = self.run(
-            f"UPDATE {table} SET {assignments} WHERE {key} = ? AND state = ?",  # noqa: S608
-            (*columns.values(), entity_id, from_state),
-        )
-        if changed != 1:
-            raise ConcurrentChange(entity, str(entity_id), from_state, to_state)
-        self.log(now, entity, str(entity_id), from_state, to_state, detail)
-        return from_state
-
-
-Op = Callable[[_Tx], T]
-
-
-@dataclass
-class _Pending:
-    op: Op[Any]
-    future: asyncio.Future[Any]
-    blobs: tuple[tuple[str, bytes], ...] = ()  # (sha256, bytes) of package files it refers to
-    durable: bool = True  # False: may be lost on power loss (see the module docstring)
-
-
-Outcome = tuple[bool, Any]
-"""``(True, result)`` or ``(False, exception)`` of one operation of a batch."""
-
-
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The :class:`~lienthong.store.base.Store` on SQLite files under ``state_dir``."""
 
     def __init__(
@@ -212,34 +84,14 @@ class SqliteStore:
         settings: StoreSettings | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.state_dir = state_dir
-        self.settings = settings or StoreSettings()
+        super().__init__(state_dir, settings, rng)
         self.db_path = state_dir / DB_NAME
         self.blobs = BlobDir(state_dir / "packages")
-        self._quarantine = state_dir / "quarantine"
-        self._rng = rng or random.Random()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._write_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
         self._blob_thread: ThreadPoolExecutor | None = None
         self._durable_mode = True
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self._more = asyncio.Event()
-        self._recent: OrderedDict[str, bytes] = OrderedDict()
-        self._reserved: dict[str, float] = {}
-        """Transfers taken whose move to in_flight is not committed yet, with the lease end."""
-        self._recent_bytes = 0
-        self._task: asyncio.Task[None] | None = None
-        self._retry_task: asyncio.Task[None] | None = None
-        self._blocked: str | None = None
-
-    # -- opening and closing -------------------------------------------------------------
-
-    @property
-    def intake_blocked(self) -> str | None:
-        """Why intake is stopped, or None."""
-        return self._blocked
 
     async def open(self) -> None:
         """Open the database (creating or migrating it) and start the writer task."""
@@ -262,8 +114,7 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise self._db_error(exc, "opening the database") from exc
             raise
-        self._task = asyncio.create_task(self._write_loop(), name="store-writer")
-        self._retry_task = asyncio.create_task(self._retry_intake(), name="store-intake-retry")
+        self._start()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
@@ -286,16 +137,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         """Finish the writes already handed over, then close."""
-        if self._retry_task is not None:
-            self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
-            self._retry_task = None
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            self._more.set()
-            await self._task
-            self._task = None
+        await self._stop()
         await self._close_connections()
 
     async def _close_connections(self) -> None:
@@ -309,104 +151,10 @@ class SqliteStore:
                 executor.shutdown(wait=False)
         self._read_thread = self._write_thread = self._blob_thread = None
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    # -- the writer ----------------------------------------------------------------------
-
-    async def _write(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = (), *, durable: bool = True
-    ) -> T:
-        """Run ``op`` in the next grouped transaction; return once it is committed.
-
-        ``blobs`` are package bytes ``(sha256, bytes)`` the op refers to; those too large to
-        live in their row are written to files, made durable with the rest of the batch's files
-        before the commit, unless a committed row already refers to them. If that fails the
-        op's work is undone and it raises the file's error. ``durable=False`` marks
-        bookkeeping that may be lost on power loss (its commit does not fsync by itself).
-        """
-        # The operation commits even if this caller is cancelled while waiting.
-        return await asyncio.shield(self._submit(op, blobs, durable))
-
-    def _submit(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]], durable: bool
-    ) -> asyncio.Future[T]:
-        """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
-        if self._task is None:
-            raise RuntimeError("store is not open")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        # Those under the limit live in their row.
-        files = tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
-        self._queue.put_nowait(_Pending(op, future, files, durable))
-        self._more.set()
-        return future
-
-    def _remember(self, package_id: str, data: bytes) -> None:
-        """Keep the bytes of a package just committed: it is usually sent on at once, and
-        reading it back would cost a trip to the reader's thread. Packages never change
-        (their id is their digest), so a copy is never stale."""
-        if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
-            return
-        self._recent[package_id] = data
-        self._recent_bytes += len(data)
-        while self._recent_bytes > RECENT_MAX_BYTES:
-            _, old = self._recent.popitem(last=False)
-            self._recent_bytes -= len(old)
-
-    async def _write_loop(self) -> None:
-        max_batch = self.settings.group_commit_max_batch
-        max_wait = self.settings.group_commit_max_wait_ms / 1000
-        loop = asyncio.get_running_loop()
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = loop.time() + max_wait
-            while len(batch) < max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    self._more.clear()
-                    # A timer, not wait_for: no task per wait (this runs for every batch).
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(remaining):
-                            await self._more.wait()
-                    continue
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            try:
-                outcomes = await loop.run_in_executor(self._write_thread, self._run_batch, batch)
-            except BaseException as exc:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                raise
-            for item, (ok, value) in zip(batch, outcomes, strict=True):
-                if item.future.done():
-                    continue
-                if ok:
-                    item.future.set_result(value)
-                else:
-                    item.future.set_exception(value)
-
-    def _run_batch(self, batch: list[_Pending]) -> list[Outcome]:
+    def _run_batch(self, batch: list[Pending]) -> list[Outcome]:
         """Run the batch in one transaction (in the database thread); each op's outcome."""
         db = self._writer
         assert db is not None
-        outcomes: list[Outcome] = []
         try:
             self._set_durable(db, any(item.durable for item in batch))
             db.execute("BEGIN IMMEDIATE")
@@ -415,21 +163,7 @@ class SqliteStore:
             # The files are written and flushed while the operations run: their rows stay
             # invisible until the COMMIT, which waits for the flush.
             flushing = self._start_blobs(db, batch)
-            for item in batch:
-                tx = _Tx(db, head)
-                db.execute("SAVEPOINT op")
-                try:
-                    result = item.op(tx)
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:  # the operation's own refusal: undo it alone
-                    db.execute("ROLLBACK TO op")
-                    db.execute("RELEASE op")
-                    outcomes.append((False, exc))
-                else:
-                    db.execute("RELEASE op")
-                    head = tx.head
-                    outcomes.append((True, result))
+            outcomes, head = run_ops(batch, head, lambda at: _Tx(db, at), db.execute, sqlite3.Error)
             if flushing is not None:
                 try:
                     flushing.result()
@@ -457,7 +191,7 @@ class SqliteStore:
             db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable_mode = durable
 
-    def _start_blobs(self, db: sqlite3.Connection, batch: list[_Pending]) -> Future[None] | None:
+    def _start_blobs(self, db: sqlite3.Connection, batch: list[Pending]) -> Future[None] | None:
         """Start making the batch's new package files durable (in the blob thread).
 
         Runs inside the batch's write transaction, and only this thread inserts packages, so a
@@ -476,7 +210,7 @@ class SqliteStore:
         assert self._blob_thread is not None
         return self._blob_thread.submit(self.blobs.write_batch, wanted)
 
-    def _fail_blob_ops(self, batch: list[_Pending], error: StoreTransientError) -> list[Outcome]:
+    def _fail_blob_ops(self, batch: list[Pending], error: StoreTransientError) -> list[Outcome]:
         """The files of the rolled-back batch failed: so do the operations that needed one;
         the others run again, alone."""
         rest = [item for item in batch if not item.blobs]
@@ -510,150 +244,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise self._db_error(exc, "reading") from exc
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        # fetchall ends the statement, so the next read sees the latest commit.
-        return await self._read(lambda db: db.execute(sql, params).fetchall())
-
-    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._rows(sql, params)
-        return rows[0] if rows else None
-
-    # -- intake ----------------------------------------------------------------------------
-
-    def _check_intake(self) -> None:
-        if self._blocked is not None:
-            raise IntakeBlocked(f"intake stopped: {self._blocked}")
-
-    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = ()) -> T:
-        try:
-            return await self._write(op, blobs)
-        except StoreTransientError as exc:
-            self._blocked = str(exc)
-            raise
-
-    async def resume_intake(self) -> bool:
-        """Probe the disk and the database; clear :attr:`intake_blocked` if both work."""
-        probe = self.state_dir / ".probe"
-        try:
-            await asyncio.to_thread(write_durably, probe, b"\0" * 65536, "probe file")
-            probe.unlink()
-
-            def nothing(tx: _Tx) -> None:
-                tx.one("SELECT 1")
-
-            await self._write(nothing)
-        except StoreTransientError as exc:
-            self._blocked = str(exc)
-            return False
-        self._blocked = None
-        return True
-
-    async def _retry_intake(self) -> None:
-        """While intake is stopped, try the disk and the database again every
-        ``intake_retry_s``, so intake resumes by itself once the fault has cleared."""
-        while True:
-            await asyncio.sleep(self.settings.intake_retry_s)
-            blocked = self._blocked
-            if blocked is not None and await self.resume_intake():
-                _log.info("intake_resumed", was=blocked)
-
-    async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
-        """Store a package submitted here: ``(package_id, duplicate)``."""
-        meta.check(data)
-        self._check_intake()
-        pid = meta.sha256
-
-        def op(tx: _Tx) -> bool:
-            if tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
-                return True
-            _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
-            return False
-
-        duplicate = await self._intake(op, [(pid, data)])
-        self._remember(pid, data)
-        return pid, duplicate
-
-    async def receive(
-        self,
-        transfer_id: str,
-        data: bytes,
-        meta: PackageMeta,
-        from_peer: str,
-        now: float,
-        hops: Mapping[str, Sequence[str]] | None = None,
-    ) -> ReceiveResult:
-        """Store a package from a neighbour, deduped by transfer id and digest; with ``hops``,
-        also route it (its transfers queued) in the same transaction."""
-        meta.check(data)
-        self._check_intake()
-        pid = meta.sha256
-
-        def op(tx: _Tx) -> ReceiveResult:
-            seen = tx.one("SELECT sha256 FROM received WHERE transfer_id = ?", (transfer_id,))
-            if seen is not None:
-                if seen[0] != pid:
-                    return ReceiveResult(ReceiveOutcome.CONFLICT, str(seen[0]))
-                tx.run(
-                    "UPDATE received SET duplicates = duplicates + 1 WHERE transfer_id = ?",
-                    (transfer_id,),
-                )
-                return ReceiveResult(ReceiveOutcome.DUPLICATE, pid)
-            known = tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,))
-            if not known:
-                _insert_package(tx, meta, self._inline(data), from_peer, PackageState.RECEIVED, now)
-                if hops:
-                    _route(tx, pid, hops, now)
-            tx.run(
-                "INSERT INTO received VALUES (?,?,?,?,?,?)",
-                (transfer_id, pid, from_peer, pid, now, 1 if known else 0),
-            )
-            outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
-            return ReceiveResult(outcome, pid)
-
-        result = await self._intake(op, [(pid, data)])
-        if result.outcome is not ReceiveOutcome.CONFLICT:
-            self._remember(pid, data)
-            return result
-        return await self._record_conflict(
-            transfer_id, data, result.package_id, pid, from_peer, now
+    async def _read_many(self, queries: Sequence[Query]) -> list[list[Row]]:
+        # fetchall ends each statement, so the next read sees the latest commit.
+        return await self._read(
+            lambda db: [db.execute(sql, params).fetchall() for sql, params in queries]
         )
 
-    def _inline(self, data: bytes) -> bytes | None:
-        """``data`` when it is small enough to live in its row, else None (it gets a file)."""
-        return data if len(data) < self.settings.inline_max_bytes else None
-
-    async def _record_conflict(
-        self, transfer_id: str, data: bytes, stored: str, other: str, from_peer: str, now: float
-    ) -> ReceiveResult:
-        path = self._quarantine / f"{transfer_id}.{other}"
-        try:
-            await asyncio.to_thread(
-                write_durably, path, data, f"conflicting transfer {transfer_id}"
-            )
-        except StoreTransientError as exc:
-            self._blocked = str(exc)
-            raise
-
-        def op(tx: _Tx) -> None:
-            tx.run(
-                "INSERT INTO conflicts (transfer_id, from_peer, stored_sha256, other_sha256,"
-                " quarantined, at) VALUES (?,?,?,?,?,?)",
-                (transfer_id, from_peer, stored, other, str(path), now),
-            )
-            detail = f"from {from_peer}: sha256 {other}, had {stored}; kept at {path}"
-            tx.log(now, "transfer-in", transfer_id, None, "conflict", detail)
-
-        await self._intake(op)
-        return ReceiveResult(ReceiveOutcome.CONFLICT, stored)
-
-    # -- packages ---------------------------------------------------------------------------
-
-    async def read_package(self, package_id: str) -> bytes:
-        """The bytes of a stored package (from memory when it was stored lately, else from its
-        row or its file, in one read)."""
-        recent = self._recent.get(package_id)
-        if recent is not None:
-            return recent
+    async def _read_bytes(self, package_id: str) -> bytes:
+        """From the package's row or its file, in one read."""
 
         def read(db: sqlite3.Connection) -> bytes:
             row = db.execute(
@@ -663,712 +261,23 @@ class SqliteStore:
                 raise UnknownId(f"no package {package_id}")
             return bytes(row[0]) if row[0] is not None else self.blobs.read(package_id)
 
-        data = await self._read(read)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != package_id:
-            await self._quarantine_corrupt(package_id, digest)
-        return data
-
-    async def _quarantine_corrupt(self, package_id: str, digest: str) -> NoReturn:
-        """Quarantine a package whose stored bytes hash to ``digest``, not to its id, and
-        dead-letter its transfers, all with the reason; then raise :class:`CorruptPackage`."""
-        reason = (
-            f"the stored package is corrupted: its bytes hash to {digest}, not to its id"
-            f" {package_id}; it is never sent or served again (ask its sender for it anew)"
-        )
-
-        def op(tx: _Tx) -> None:
-            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
-            if row is None or row[0] == PackageState.QUARANTINED:
-                return
-            now = time.time()
-            tx.move(
-                "package", package_id, PackageState.QUARANTINED, now, reason, {"reason": reason}
-            )
-            for (tid,) in tx.all(
-                "SELECT transfer_id FROM transfers WHERE package_id = ?"
-                " AND state IN ('queued', 'in_flight')",
-                (package_id,),
-            ):
-                sets = {"last_error": reason, "lease_token": None}
-                tx.move("transfer", tid, TransferState.DEAD, now, reason, sets)
-
-        await self._write(op)
-        raise CorruptPackage(reason)
-
-    async def get_package(self, package_id: str) -> PackageRecord:
-        """The package's record, or :class:`UnknownId`."""
-        row = await self._row(
-            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE package_id = ?",  # noqa: S608
-            (package_id,),
-        )
-        if row is None:
-            raise UnknownId(f"no package {package_id}")
-        return _package_record(row)
-
-    async def packages(self, state: PackageState) -> list[PackageRecord]:
-        """Packages in ``state``, oldest first."""
-        rows = await self._rows(
-            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE state = ?"  # noqa: S608
-            " ORDER BY created_at",
-            (state.value,),
-        )
-        return [_package_record(r) for r in rows]
-
-    async def set_package_state(
-        self, package_id: str, to_state: PackageState, now: float, reason: str | None = None
-    ) -> None:
-        """Move a package along its life cycle."""
-
-        def op(tx: _Tx) -> None:
-            sets = {"reason": reason} if reason is not None else None
-            tx.move("package", package_id, to_state, now, reason or "", sets)
-
-        await self._write(op)
-
-    # -- transfers ---------------------------------------------------------------------------
-
-    async def enqueue(
-        self, package_id: str, hops: Mapping[str, Sequence[str]], now: float
-    ) -> list[str]:
-        """One queued transfer per next hop; the package becomes routed."""
-        if not hops:
-            raise ValueError("enqueue needs at least one next hop")
-
-        def op(tx: _Tx) -> list[str]:
-            return _route(tx, package_id, hops, now)
-
-        return await self._write(op)
-
-    async def open_transfers(self) -> list[OpenTransfer]:
-        """Every transfer queued, in flight or dead (what a new directory may re-route)."""
-        rows = await self._rows(
-            "SELECT transfer_id, package_id, next_hop, recipients, state FROM transfers"
-            " WHERE state IN ('queued', 'in_flight', 'dead') ORDER BY created_at"
-        )
-        return [
-            OpenTransfer(r[0], r[1], r[2], tuple(json.loads(r[3])), TransferState(r[4]))
-            for r in rows
-        ]
-
-    async def reroute(
-        self,
-        transfer_id: str,
-        local: Sequence[str],
-        hops: Mapping[str, Sequence[str]],
-        now: float,
-        detail: str = "",
-    ) -> Rerouted | None:
-        """Replace a queued or dead transfer by what the directory in force says, in one
-        transaction: the transfer becomes ``rerouted``, each of ``hops`` gets a new queued
-        transfer with its recipients (a dead transfer's age count starts again, like a
-        requeue), and each of ``local`` an inbox entry here (the caller has verified the
-        package). None, changing nothing, when the transfer is no longer queued or dead
-        (taken meanwhile: it is re-routed after it comes back)."""
-
-        def op(tx: _Tx) -> Rerouted | None:
-            row = tx.one(
-                "SELECT package_id, next_hop, state, created_at, since FROM transfers"
-                " WHERE transfer_id = ?",
-                (transfer_id,),
-            )
-            if row is None:
-                raise UnknownId(f"no transfer {transfer_id}")
-            if row["state"] not in (TransferState.QUEUED, TransferState.DEAD):
-                return None
-            pid, old = str(row["package_id"]), str(row["next_hop"])
-            parts = [f"delivered here to {', '.join(local)}"] if local else []
-            parts += [f"to {hop} ({', '.join(rs)})" for hop, rs in hops.items()]
-            what = "; ".join(parts) or "no recipient left"
-            tx.move(
-                "transfer",
-                transfer_id,
-                TransferState.REROUTED,
-                now,
-                f"re-routed from {old}: {what}{f' ({detail})' if detail else ''}",
-                {"lease_token": None},
-            )
-            since = row["since"] if row["state"] == TransferState.QUEUED else now
-            created = {
-                hop: _queue_transfer(
-                    tx,
-                    pid,
-                    hop,
-                    recipients,
-                    now,
-                    f"to {hop}, re-routed {old}",
-                    created_at=row["created_at"],
-                    since=since,
-                )
-                for hop, recipients in hops.items()
-            }
-            delivered = []
-            for recipient in local:
-                added = tx.run(
-                    "INSERT OR IGNORE INTO inbox (package_id, recipient, state, added_at)"
-                    " VALUES (?,?,?,?)",
-                    (pid, recipient, InboxState.NEW.value, now),
-                )
-                if added:
-                    tx.log(now, "inbox", f"{pid}:{recipient}", None, InboxState.NEW)
-                    delivered.append(recipient)
-            _revive_package(tx, pid, now)
-            _maybe_done(tx, pid, now)
-            return Rerouted(created, tuple(delivered))
-
-        return await self._write(op)
-
-    async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
-        """Take the next due transfer and count the attempt.
-
-        Taking a queued transfer costs one read and no wait for a commit: the transfer is
-        reserved here at once, and its move to in_flight (attempt counted) joins the next
-        grouped commit. Writes run in the order they are handed over, so a hop receipt or a
-        failure of the attempt, recorded later, always finds it in flight. A transfer whose
-        lease ran out is taken in a write transaction of its own (the retry schedule decides).
-        """
-        reserved = dict(self._reserved)
-        hop = "" if next_hop is None else " AND t.next_hop = ?"
-        extra = () if next_hop is None else (next_hop,)
-
-        def find(db: sqlite3.Connection) -> tuple[bool, list[sqlite3.Row]]:
-            expired = db.execute(
-                "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
-                f" AND lease_expires_at <= ?{hop} LIMIT 1",
-                (now, *extra),
-            ).fetchone()
-            rows = db.execute(
-                "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients, t.attempts,"  # noqa: S608
-                " p.kind, p.document_id, p.sender FROM transfers t"
-                " JOIN packages p USING (package_id)"
-                f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
-                " ORDER BY t.next_attempt_at LIMIT ?",
-                (now, *extra, len(reserved) + 1),
-            ).fetchall()
-            return expired is not None, rows
-
-        expired, found = await self._read(find)
-        # A reservation whose lease ran out before its write landed counts as run out too.
-        if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
-            return await self._lease_in_transaction(next_hop, now)
-        rows = [r for r in found if r["transfer_id"] not in self._reserved]
-        if not rows:
-            return None
-        row = rows[0]
-        tid, attempt = str(row["transfer_id"]), int(row["attempts"]) + 1
-        token = uuid.uuid4().hex
-        expires = now + self.settings.lease_s
-        self._reserved[tid] = expires
-
-        def op(tx: _Tx) -> None:
-            tx.move(
-                "transfer",
-                tid,
-                TransferState.IN_FLIGHT,
-                now,
-                f"attempt {attempt}",
-                {"attempts": attempt, "lease_token": token, "lease_expires_at": expires},
-            )
-
-        def settled(done: asyncio.Future[None]) -> None:
-            self._reserved.pop(tid, None)
-            if not done.cancelled() and done.exception() is not None:
-                # Another writer moved it first: the attempt's receipt or failure finds it
-                # in another state and changes nothing; the transfer is taken again later.
-                _log.warning("lease_not_recorded", transfer_id=tid, reason=str(done.exception()))
-
-        # Handed over before returning, so whatever the sender records next comes after it.
-        # Taking a transfer need not survive power loss: it would only be sent again.
-        self._submit(op, (), durable=False).add_done_callback(settled)
-        return Lease(
-            tid,
-            row["package_id"],
-            row["next_hop"],
-            tuple(json.loads(row["recipients"])),
-            row["kind"],
-            row["document_id"],
-            row["package_id"],
-            attempt,
-            token,
-            expires,
-            row["sender"],
-        )
-
-    async def _lease_in_transaction(self, next_hop: str | None, now: float) -> Lease | None:
-        """Take the next due transfer in one write transaction, a lease that ran out first."""
-        policy = self.settings.retry
-
-        def op(tx: _Tx) -> Lease | None:
-            while True:
-                row = _due_transfer(tx, next_hop, now)
-                if row is None:
-                    return None
-                tid, attempts = str(row["transfer_id"]), int(row["attempts"])
-                if row["state"] == TransferState.IN_FLIGHT:
-                    error = f"lease ran out during attempt {attempts} (sender lost)"
-                    decision = retry.decide(policy, attempts, row["since"], now, error, self._rng)
-                    if decision.dead:
-                        tx.move(
-                            "transfer",
-                            tid,
-                            TransferState.DEAD,
-                            now,
-                            decision.reason,
-                            {"last_error": decision.reason, "lease_token": None},
-                        )
-                        continue
-                    tx.move(
-                        "transfer",
-                        tid,
-                        TransferState.QUEUED,
-                        now,
-                        error,
-                        {"last_error": error, "lease_token": None},
-                    )
-                token = uuid.uuid4().hex
-                expires = now + self.settings.lease_s
-                tx.move(
-                    "transfer",
-                    tid,
-                    TransferState.IN_FLIGHT,
-                    now,
-                    f"attempt {attempts + 1}",
-                    {"attempts": attempts + 1, "lease_token": token, "lease_expires_at": expires},
-                )
-                full = tx.one(
-                    "SELECT t.*, p.kind, p.document_id, p.sender FROM transfers t"
-                    " JOIN packages p USING (package_id) WHERE transfer_id = ?",
-                    (tid,),
-                )
-                assert full is not None
-                return Lease(
-                    tid,
-                    full["package_id"],
-                    full["next_hop"],
-                    tuple(json.loads(full["recipients"])),
-                    full["kind"],
-                    full["document_id"],
-                    full["package_id"],
-                    attempts + 1,
-                    token,
-                    expires,
-                    full["sender"],
-                )
-
-        # Taking a transfer need not survive power loss: it would only be sent again.
-        return await self._write(op, durable=False)
-
-    async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
-        """Record the hop receipt; False if it was acknowledged already."""
-
-        def op(tx: _Tx) -> bool:
-            row = tx.one(
-                "SELECT t.state, t.next_hop, t.package_id, p.document_id FROM transfers t"
-                " JOIN packages p USING (package_id) WHERE transfer_id = ?",
-                (transfer_id,),
-            )
-            if row is None:
-                raise UnknownId(f"hop receipt for unknown transfer {transfer_id}")
-            if by is not None and by != row["next_hop"]:
-                raise WrongPeer(
-                    f"hop receipt for transfer {transfer_id} from {by};"
-                    f" it was sent to {row['next_hop']}"
-                )
-            if row["package_id"] != sha256:
-                raise DigestMismatch(
-                    f"hop receipt for transfer {transfer_id} names sha256 {sha256}, "
-                    f"the package is {row['package_id']}"
-                )
-            if row["state"] == TransferState.ACKED:
-                return False
-            tx.move(
-                "transfer",
-                transfer_id,
-                TransferState.ACKED,
-                now,
-                f"hop receipt from {row['next_hop']}",
-                {"lease_token": None},
-            )
-            _add_receipt(
-                tx, Receipt(row["document_id"], "hop", "stored", row["next_hop"], now, transfer_id)
-            )
-            _maybe_done(tx, row["package_id"], now)
-            return True
-
-        # Lost on power loss, the transfer is sent again and the next hop answers it again.
-        return await self._write(op, durable=False)
-
-    async def fail(self, lease: Lease, error: str, now: float) -> FailResult:
-        """Schedule a retry of the leased transfer, or dead-letter it."""
-        policy = self.settings.retry
-
-        def op(tx: _Tx) -> FailResult:
-            row = tx.one(
-                "SELECT state, lease_token, attempts, since FROM transfers WHERE transfer_id = ?",
-                (lease.transfer_id,),
-            )
-            if row is None:
-                raise UnknownId(f"no transfer {lease.transfer_id}")
-            if row["state"] != TransferState.IN_FLIGHT or row["lease_token"] != lease.token:
-                return FailResult(FailOutcome.STALE)
-            decision = retry.decide(policy, row["attempts"], row["since"], now, error, self._rng)
-            if decision.dead:
-                tx.move(
-                    "transfer",
-                    lease.transfer_id,
-                    TransferState.DEAD,
-                    now,
-                    decision.reason,
-                    {"last_error": decision.reason, "lease_token": None},
-                )
-                return FailResult(FailOutcome.DEAD)
-            tx.move(
-                "transfer",
-                lease.transfer_id,
-                TransferState.QUEUED,
-                now,
-                error,
-                {
-                    "last_error": error,
-                    "lease_token": None,
-                    "next_attempt_at": decision.next_attempt_at,
-                },
-            )
-            return FailResult(FailOutcome.RETRY, decision.next_attempt_at)
-
-        # Lost on power loss, the lease runs out and the transfer is taken again.
-        return await self._write(op, durable=False)
-
-    async def dead_letters(self) -> list[DeadLetter]:
-        """Dead transfers and expired packages with their reasons, oldest first."""
-        transfers = await self._rows(
-            "SELECT t.*, p.document_id FROM transfers t JOIN packages p USING (package_id)"
-            " WHERE t.state = 'dead' ORDER BY t.updated_at"
-        )
-        packages = await self._rows(
-            f"SELECT {_PACKAGE_COLUMNS} FROM packages WHERE state = 'expired'"  # noqa: S608
-            " ORDER BY updated_at"
-        )
-        out = [
-            DeadLetter(
-                "transfer",
-                r["transfer_id"],
-                r["package_id"],
-                r["document_id"],
-                r["next_hop"],
-                r["attempts"],
-                r["last_error"] or "",
-                r["updated_at"],
-            )
-            for r in transfers
-        ]
-        out += [
-            DeadLetter(
-                "package",
-                r["package_id"],
-                r["package_id"],
-                r["document_id"],
-                None,
-                0,
-                r["reason"] or "",
-                r["updated_at"],
-            )
-            for r in packages
-        ]
-        return out
-
-    async def requeue(self, item_id: str | None, now: float) -> int:
-        """Put a dead transfer or expired package (or, with None, all of them) back in the queue."""
-
-        def op(tx: _Tx) -> int:
-            if item_id is None:
-                tids = [
-                    r[0] for r in tx.all("SELECT transfer_id FROM transfers WHERE state = 'dead'")
-                ]
-                pids = [
-                    r[0] for r in tx.all("SELECT package_id FROM packages WHERE state = 'expired'")
-                ]
-            else:
-                tids, pids = _dead_item(tx, item_id)
-            count = 0
-            for tid in tids:
-                _requeue_transfer(tx, tid, now)
-                count += 1
-            for pid in pids:
-                row = tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
-                if row is not None and row[0] == PackageState.EXPIRED:
-                    dead = [
-                        r[0]
-                        for r in tx.all(
-                            "SELECT transfer_id FROM transfers"
-                            " WHERE package_id = ? AND state = 'dead'",
-                            (pid,),
-                        )
-                    ]
-                    for tid in dead:
-                        _requeue_transfer(tx, tid, now)
-                    _revive_package(tx, pid, now)
-                    count += 1
-            return count
-
-        return await self._write(op)
-
-    async def expire(self, now: float) -> Expired:
-        """Dead-letter packages older than ``package_max_age_s`` and queued transfers older
-        than ``retry.max_age_s``; nothing is deleted."""
-        package_cutoff = now - self.settings.package_max_age_s
-        transfer_cutoff = now - self.settings.retry.max_age_s
-        states = tuple(s.value for s in PACKAGE_EXPIRABLE)
-        in_states = ",".join("?" * len(states))
-
-        def op(tx: _Tx) -> Expired:
-            old = [
-                r[0]
-                for r in tx.all(
-                    f"SELECT package_id FROM packages WHERE state IN ({in_states})"  # noqa: S608
-                    " AND since <= ?",
-                    (*states, package_cutoff),
-                )
-            ]
-            dead: list[str] = []
-            for pid in old:
-                reason = f"package expired: older than {self.settings.package_max_age_s:g} s"
-                for (tid,) in tx.all(
-                    "SELECT transfer_id FROM transfers WHERE package_id = ?"
-                    " AND state IN ('queued', 'in_flight')",
-                    (pid,),
-                ):
-                    tx.move(
-                        "transfer",
-                        tid,
-                        TransferState.DEAD,
-                        now,
-                        reason,
-                        {"last_error": reason, "lease_token": None},
-                    )
-                    dead.append(tid)
-                tx.move("package", pid, PackageState.EXPIRED, now, reason, {"reason": reason})
-            for (tid,) in tx.all(
-                "SELECT transfer_id FROM transfers WHERE state = 'queued' AND since <= ?",
-                (transfer_cutoff,),
-            ):
-                reason = f"transfer expired: queued longer than {self.settings.retry.max_age_s:g} s"
-                tx.move("transfer", tid, TransferState.DEAD, now, reason, {"last_error": reason})
-                dead.append(tid)
-            return Expired(tuple(old), tuple(dead))
-
-        return await self._write(op)
-
-    # -- inbox and receipts ---------------------------------------------------------------
-
-    async def inbox_add(self, package_id: str, recipients: Sequence[str], now: float) -> None:
-        """Deliver a verified package to local recipients."""
-
-        def op(tx: _Tx) -> None:
-            _inbox_add(tx, package_id, recipients, now)
-
-        await self._write(op)
-
-    async def deliver(
-        self,
-        package_id: str,
-        recipients: Sequence[str],
-        now: float,
-        replies: Sequence[Reply] = (),
-        receipt: Receipt | None = None,
-    ) -> None:
-        """Deliver a checked package to local ``recipients`` (-> verified -> delivered), record
-        ``receipt`` and store the ``replies`` made here (status 01 ...), each routed or
-        delivered here, all in one commit: no stop in between can lose a reply."""
-
-        def op(tx: _Tx) -> None:
-            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
-            if row is not None and row[0] == PackageState.STORED:
-                tx.move("package", package_id, PackageState.VERIFIED, now)
-            _inbox_add(tx, package_id, recipients, now)
-            if receipt is not None:
-                _add_receipt(tx, receipt)
-            for reply in replies:
-                pid = reply.meta.sha256
-                if tx.one("SELECT 1 FROM packages WHERE package_id = ?", (pid,)):
-                    continue  # made before, with the same bytes: stored and routed then
-                inline = self._inline(reply.data)
-                _insert_package(tx, reply.meta, inline, None, PackageState.SIGNED, now)
-                if reply.local:
-                    tx.move("package", pid, PackageState.VERIFIED, now)
-                    _inbox_add(tx, pid, reply.local, now)
-                    if reply.receipt is not None:
-                        _add_receipt(tx, reply.receipt)
-                if reply.hops:
-                    _route(tx, pid, reply.hops, now)
-
-        for reply in replies:
-            reply.meta.check(reply.data)
-        await self._write(op, [(r.meta.sha256, r.data) for r in replies])
-        for reply in replies:
-            self._remember(reply.meta.sha256, reply.data)
-
-    async def inbox_list(
-        self, recipient: str | None = None, pending: bool = True
-    ) -> list[InboxEntry]:
-        """Inbox entries, oldest first."""
-        rows = await self._rows(
-            _INBOX_SELECT + " WHERE (? IS NULL OR recipient = ?)"
-            " AND (? = 0 OR i.state NOT IN ('done', 'revoked'))"
-            " ORDER BY entry_id",
-            (recipient, recipient, int(pending)),
-        )
-        return [_inbox_entry(r) for r in rows]
-
-    async def inbox_entry(self, entry_id: int) -> InboxEntry | None:
-        """The inbox entry ``entry_id`` in any state, or None when there is none."""
-        row = await self._row(_INBOX_SELECT + " WHERE entry_id = ?", (entry_id,))
-        return _inbox_entry(row) if row is not None else None
-
-    async def inbox_ack(self, entry_id: int, ok: bool, now: float, detail: str = "") -> None:
-        """Record the office software's retrieval (or its failure) of an inbox entry."""
-
-        def op(tx: _Tx) -> None:
-            row = tx.one(
-                "SELECT i.package_id, i.recipient, i.state, p.document_id FROM inbox i"
-                " JOIN packages p USING (package_id) WHERE entry_id = ?",
-                (entry_id,),
-            )
-            if row is None:
-                raise UnknownId(f"no inbox entry {entry_id}")
-            if row["state"] in (InboxState.DONE, InboxState.REVOKED):
-                return  # retrieved or revoked already: a repeated acknowledgement changes nothing
-            to_state = InboxState.DONE if ok else InboxState.FAILED
-            tx.move("inbox entry", entry_id, to_state, now, detail)
-            _add_receipt(
-                tx,
-                Receipt(
-                    row["document_id"],
-                    "retrieval",
-                    "done" if ok else "fail",
-                    row["recipient"],
-                    now,
-                    detail,
-                ),
-            )
-            _maybe_done(tx, row["package_id"], now)
-
-        await self._write(op)
-
-    async def inbox_revoke(
-        self, document_id: str, recipient: str, now: float, reason: str = ""
-    ) -> int:
-        """Mark the document's entries for ``recipient`` revoked; how many changed."""
-
-        def op(tx: _Tx) -> int:
-            rows = tx.all(
-                "SELECT i.entry_id, i.package_id FROM inbox i JOIN packages p USING (package_id)"
-                " WHERE p.document_id = ? AND i.recipient = ? AND p.kind = 'edoc'"
-                " AND i.state != 'revoked'",
-                (document_id, recipient),
-            )
-            for row in rows:
-                tx.move("inbox entry", row["entry_id"], InboxState.REVOKED, now, reason)
-                _maybe_done(tx, row["package_id"], now)
-            return len(list(rows))
-
-        return await self._write(op)
-
-    async def record_receipt(self, receipt: Receipt) -> None:
-        """Record a receipt for its document."""
-
-        def op(tx: _Tx) -> None:
-            _add_receipt(tx, receipt)
-
-        await self._write(op)
-
-    async def receipts(self, document_id: str) -> list[Receipt]:
-        """Receipts about ``document_id``, oldest first."""
-        rows = await self._rows(
-            "SELECT * FROM receipts WHERE document_id = ? ORDER BY at, id", (document_id,)
-        )
-        return [
-            Receipt(r["document_id"], r["level"], r["code"], r["by"], r["at"], r["detail"])
-            for r in rows
-        ]
-
-    async def conflicts(self) -> list[Conflict]:
-        """Transfers that came again with other bytes."""
-        rows = await self._rows("SELECT * FROM conflicts ORDER BY id")
-        return [
-            Conflict(
-                r["transfer_id"],
-                r["from_peer"],
-                r["stored_sha256"],
-                r["other_sha256"],
-                r["quarantined"],
-                r["at"],
-            )
-            for r in rows
-        ]
-
-    # -- views -----------------------------------------------------------------------------
-
-    async def queue_summary(self, now: float) -> QueueSummary:
-        """Counts per state and next hop, and the oldest waiting transfer."""
-        packages = {
-            r[0]: r[1]
-            for r in await self._rows("SELECT state, count(*) FROM packages GROUP BY state")
-        }
-        transfers: dict[str, int] = {}
-        per_hop: dict[str, dict[str, int]] = {}
-        for hop, state, n in await self._rows(
-            "SELECT next_hop, state, count(*) FROM transfers GROUP BY next_hop, state"
-        ):
-            transfers[state] = transfers.get(state, 0) + n
-            per_hop.setdefault(hop, {})[state] = n
-        oldest = await self._row(
-            "SELECT transfer_id, next_hop, state, created_at FROM transfers"
-            " WHERE state IN ('queued', 'in_flight') ORDER BY created_at LIMIT 1"
-        )
-        dup = await self._row("SELECT coalesce(sum(duplicates), 0) FROM received")
-        conflicts = await self._row("SELECT count(*) FROM conflicts")
-        oldest_per_hop = {
-            hop: now - created
-            for hop, created in await self._rows(
-                "SELECT next_hop, min(created_at) FROM transfers"
-                " WHERE state IN ('queued', 'in_flight') GROUP BY next_hop"
-            )
-        }
-        return QueueSummary(
-            packages,
-            transfers,
-            per_hop,
-            OldestWaiting(oldest[0], oldest[1], TransferState(oldest[2]), now - oldest[3])
-            if oldest
-            else None,
-            int(dup[0]) if dup else 0,
-            int(conflicts[0]) if conflicts else 0,
-            oldest_per_hop,
-        )
-
-    async def journal_verify(self) -> JournalReport:
-        """Check the journal's hash chain and head."""
-        rows = await self._rows("SELECT * FROM journal ORDER BY seq")
-        head = await self._row("SELECT seq, hash FROM journal_head WHERE id = 1")
-        entries = (
-            JournalEntry(
-                r["seq"],
-                r["at"],
-                r["entity"],
-                r["entity_id"],
-                r["from_state"],
-                r["to_state"],
-                r["detail"],
-                r["prev_hash"],
-                r["hash"],
-            )
-            for r in rows
-        )
-        return verify_chain(entries, (int(head[0]), str(head[1])) if head else None)
-
-
-# -- operations shared by several methods -----------------------------------------------------
+        return await self._read(read)
+
+    # -- where package bytes live --------------------------------------------------------
+
+    def _inline(self, data: bytes) -> bytes | None:
+        """``data`` when it is small enough to live in its row, else None (it gets a file)."""
+        return data if len(data) < self.settings.inline_max_bytes else None
+
+    def _file_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+        # Those under the limit live in their row.
+        return tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
+
+    async def _probe(self) -> None:
+        """Write and flush a 64 KiB file in the state folder (package files go there)."""
+        probe = self.state_dir / ".probe"
+        await asyncio.to_thread(write_durably, probe, b"\0" * 65536, "probe file")
+        probe.unlink()
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -1385,214 +294,3 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
         )
-
-
-def _insert_package(
-    tx: _Tx,
-    meta: PackageMeta,
-    inline: bytes | None,
-    from_peer: str | None,
-    before: PackageState,
-    now: float,
-) -> None:
-    """Insert a package (``before -> stored``); ``inline`` its bytes when they live in the row."""
-    pid = meta.sha256
-    check("package", pid, before, PackageState.STORED)
-    tx.run(
-        f"INSERT INTO packages ({_PACKAGE_COLUMNS}, data)"  # noqa: S608
-        " VALUES (?,?,?,?,?,?,?,?,NULL,?,?,?,?)",
-        (
-            pid,
-            meta.document_id,
-            meta.kind,
-            meta.sender,
-            json.dumps(list(meta.recipients)),
-            meta.size,
-            from_peer,
-            PackageState.STORED.value,
-            now,
-            now,
-            now,
-            inline,
-        ),
-    )
-    origin = f"from {from_peer}" if from_peer else "submitted here"
-    tx.log(
-        now, "package", pid, before, PackageState.STORED, f"{meta.kind} {meta.document_id} {origin}"
-    )
-
-
-def _route(tx: _Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: float) -> list[str]:
-    """Move the package to routed and queue one transfer per next hop; their ids."""
-    tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
-    return [
-        _queue_transfer(tx, package_id, hop, recipients, now, f"to {hop}")
-        for hop, recipients in hops.items()
-    ]
-
-
-def _queue_transfer(
-    tx: _Tx,
-    package_id: str,
-    hop: str,
-    recipients: Sequence[str],
-    now: float,
-    detail: str,
-    *,
-    created_at: float | None = None,
-    since: float | None = None,
-) -> str:
-    """Insert one queued transfer of ``package_id`` to ``hop`` (due now), journaled; its id.
-    ``created_at`` and ``since`` default to ``now`` (a re-routed transfer keeps its age)."""
-    tid = uuid.uuid4().hex
-    tx.run(
-        "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-        " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            tid,
-            package_id,
-            hop,
-            json.dumps(list(recipients)),
-            TransferState.QUEUED.value,
-            now if created_at is None else created_at,
-            now if since is None else since,
-            now,
-            now,
-        ),
-    )
-    tx.log(now, "transfer", tid, None, TransferState.QUEUED, detail)
-    return tid
-
-
-def _due_transfer(tx: _Tx, next_hop: str | None, now: float) -> sqlite3.Row | None:
-    """The transfer to take next (for ``next_hop``, or any): one whose lease ran out first,
-    else the queued one due longest. Each query walks an index, never the whole history."""
-    hop = "" if next_hop is None else " AND next_hop = ?"
-    extra = () if next_hop is None else (next_hop,)
-    columns = "SELECT transfer_id, state, attempts, since FROM transfers"
-    return tx.one(
-        f"{columns} WHERE state = 'in_flight' AND lease_expires_at <= ?{hop}"
-        " ORDER BY lease_expires_at LIMIT 1",
-        (now, *extra),
-    ) or tx.one(
-        f"{columns} WHERE state = 'queued' AND next_attempt_at <= ?{hop}"
-        " ORDER BY next_attempt_at LIMIT 1",
-        (now, *extra),
-    )
-
-
-def _inbox_add(tx: _Tx, package_id: str, recipients: Sequence[str], now: float) -> None:
-    """Deliver the package to ``recipients`` here: delivered, one new inbox entry each."""
-    tx.move("package", package_id, PackageState.DELIVERED, now, ", ".join(recipients))
-    for recipient in recipients:
-        tx.run(
-            "INSERT INTO inbox (package_id, recipient, state, added_at) VALUES (?,?,?,?)",
-            (package_id, recipient, InboxState.NEW.value, now),
-        )
-        tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
-
-
-def _add_receipt(tx: _Tx, r: Receipt) -> None:
-    tx.run(
-        "INSERT INTO receipts (document_id, level, code, by, at, detail) VALUES (?,?,?,?,?,?)",
-        (r.document_id, r.level, r.code, r.by, r.at, r.detail),
-    )
-    tx.log(r.at, "receipt", r.document_id, None, f"{r.level} {r.code}", f"by {r.by}")
-
-
-_INBOX_SELECT = (
-    "SELECT i.*, p.document_id, p.kind, p.sender FROM inbox i JOIN packages p USING (package_id)"
-)
-
-
-def _inbox_entry(r: sqlite3.Row) -> InboxEntry:
-    return InboxEntry(
-        r["entry_id"],
-        r["package_id"],
-        r["document_id"],
-        r["kind"],
-        r["sender"],
-        r["recipient"],
-        r["state"],
-        r["added_at"],
-    )
-
-
-def _maybe_done(tx: _Tx, package_id: str, now: float) -> None:
-    """Mark the package done once every transfer is acknowledged and every entry retrieved."""
-    row = tx.one(
-        "SELECT state,"
-        " (SELECT count(*) FROM transfers WHERE package_id = p.package_id"
-        "  AND state NOT IN ('acked', 'rerouted')),"
-        " (SELECT count(*) FROM inbox WHERE package_id = p.package_id"
-        "  AND state NOT IN ('done', 'revoked'))"
-        " FROM packages p WHERE package_id = ?",
-        (package_id,),
-    )
-    assert row is not None
-    if row[0] in (PackageState.ROUTED, PackageState.DELIVERED, PackageState.EXPIRED) and (
-        row[1] == 0 and row[2] == 0
-    ):
-        tx.move("package", package_id, PackageState.DONE, now)
-
-
-def _dead_item(tx: _Tx, item_id: str) -> tuple[list[str], list[str]]:
-    """The dead transfer or expired package named ``item_id``, or :class:`UnknownId`."""
-    row = tx.one("SELECT state FROM transfers WHERE transfer_id = ?", (item_id,))
-    if row is not None:
-        if row[0] != TransferState.DEAD:
-            raise UnknownId(f"transfer {item_id} is {row[0]}, not dead: nothing to requeue")
-        return [item_id], []
-    row = tx.one("SELECT state FROM packages WHERE package_id = ?", (item_id,))
-    if row is not None:
-        if row[0] != PackageState.EXPIRED:
-            raise UnknownId(f"package {item_id} is {row[0]}, not expired: nothing to requeue")
-        return [], [item_id]
-    raise UnknownId(f"no dead transfer or expired package with id {item_id}")
-
-
-def _requeue_transfer(tx: _Tx, tid: str, now: float) -> None:
-    tx.move(
-        "transfer",
-        tid,
-        TransferState.QUEUED,
-        now,
-        "requeued",
-        {"attempts": 0, "since": now, "next_attempt_at": now},
-    )
-    row = tx.one(
-        "SELECT p.package_id, p.state FROM transfers t JOIN packages p USING (package_id)"
-        " WHERE transfer_id = ?",
-        (tid,),
-    )
-    if row is not None and row[1] == PackageState.EXPIRED:
-        _revive_package(tx, row[0], now)
-
-
-def _revive_package(tx: _Tx, pid: str, now: float) -> None:
-    row = tx.one("SELECT state FROM packages WHERE package_id = ?", (pid,))
-    if row is None or row[0] != PackageState.EXPIRED:
-        return
-    has_transfers = tx.one("SELECT 1 FROM transfers WHERE package_id = ?", (pid,))
-    to_state = PackageState.ROUTED if has_transfers else PackageState.STORED
-    tx.move("package", pid, to_state, now, "requeued", {"since": now})
-
-
-def _package_record(r: sqlite3.Row) -> PackageRecord:
-    meta = PackageMeta(
-        r["document_id"],
-        r["kind"],
-        r["sender"],
-        tuple(json.loads(r["recipients"])),
-        r["package_id"],
-        r["size"],
-    )
-    return PackageRecord(
-        r["package_id"],
-        meta,
-        PackageState(r["state"]),
-        r["from_peer"],
-        r["created_at"],
-        r["updated_at"],
-        r["reason"],
-    )
