@@ -22,10 +22,12 @@ from typing import TextIO
 
 from lienthong import receipts
 from lienthong.devnet.network import Network, poll_until, topology_text
+from lienthong.devnet.pgdb import ScratchDatabase
 from lienthong.edxml import EdocPackage, build, new_edoc, parse
 from lienthong.edxml.model import Organization
 from lienthong.trace import story
 
+NATIONAL = "000.00.00.G22"  # Văn phòng Chính phủ
 SENDER = "000.01.05.H49"  # UBND xã Duy Sơn (Quảng Nam)
 RECIPIENTS = ("000.03.07.H41", "000.00.00.H41")  # UBND xã Diên An, UBND tỉnh Khánh Hòa
 CLERK_STATUSES = (("03", "Đã vào sổ văn bản đến"), ("06", "Đã xử lý xong"))
@@ -178,11 +180,26 @@ def _directory_update(net: Network, out: TextIO) -> None:
 
 def run_demo(root: Path, *, once: bool, out: TextIO, national_cluster: bool = False) -> int:
     """Run the demo under ``root``; 0 when every expected receipt arrived. With
-    ``national_cluster`` the national node's broker is a three-member NATS cluster."""
+    ``national_cluster`` the national node's broker is a three-member NATS cluster and its
+    daemon an active and a standby process on one PostgreSQL database (made for the run and
+    dropped after it)."""
     _step(out, f"building a four-tier network in {root}")
+    database = ScratchDatabase("lienthong_demo") if national_cluster else None
+    if database is not None:
+        database.create_sync()
     net = Network(
-        root, topology_text("four-tier"), overrides=SETTINGS, national_cluster=national_cluster
+        root,
+        topology_text("four-tier"),
+        overrides=SETTINGS,
+        national_cluster=national_cluster,
+        postgres=None if database is None else {NATIONAL: database.dsn},
     )
+    if database is not None:
+        print(
+            f"  national node {NATIONAL}: an active and a standby daemon on PostgreSQL"
+            f" database {database.name}",
+            file=out,
+        )
     for code, broker in net.brokers.items():
         where = ", ".join(f"mqtts://{address}" for address in broker.addresses)
         print(f"  broker of {code} ({broker.engine}): {where}", file=out)
@@ -224,7 +241,7 @@ def run_demo(root: Path, *, once: bool, out: TextIO, national_cluster: bool = Fa
             configs = {code: node.config_path for code, node in net.nodes.items()}
             print(f"  try: lienthong inbox --config {configs[RECIPIENTS[0]]}", file=out)
             print(f"       lienthong trace '{document_id}' --config {configs[SENDER]}", file=out)
-            print(f"       lienthong queue --config {configs['000.00.00.G22']}", file=out)
+            print(f"       lienthong queue --config {configs[NATIONAL]}", file=out)
             _wait_for_interrupt()
         _step(out, f"done: everything is in {root}")
         return 0
@@ -234,6 +251,8 @@ def run_demo(root: Path, *, once: bool, out: TextIO, national_cluster: bool = Fa
     finally:
         net.stop()
         net.kill()
+        if database is not None:
+            database.drop_sync()
 
 
 def _wait_for_interrupt() -> None:
