@@ -129,7 +129,9 @@ class Node:
             store=self.store,
             receipts=self.receipts,
             on_package=self._work.put,
+            partial_dir=config.node.state_dir / "partial",
             max_package_bytes=config.transfer.max_package_bytes,
+            partial_ttl=config.transfer.partial_ttl_s,
             clock=clock,
             metrics=self.metrics,
             transit=lambda recipients: self.processor.transit_hops(recipients),
@@ -362,6 +364,10 @@ class Node:
         """Serve until :meth:`request_stop`, then drain and return."""
         structlog.contextvars.bind_contextvars(node=self.me)
         async with self.store:
+            # Files a crash left behind: partial transfers (sent again) and package files
+            # whose row was never committed.
+            await asyncio.to_thread(self.receiver.collect_leftovers)
+            await self.store.collect_orphans()
             # Work left half-done by a previous run is finished before any link delivers new
             # frames, so the two never handle the same package at once.
             await self._remember_in_progress()
@@ -385,6 +391,7 @@ class Node:
                 tg.create_task(self._process(), name=f"processor:{i}") for i in range(PROCESSORS)
             ]
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
+            tasks.append(tg.create_task(self.receiver.sweep(), name="partial-sweep"))
             if not await self._wait_links_up():
                 _cancel(tasks)
                 return

@@ -86,6 +86,7 @@ from lienthong.store.model import (
     OpenTransfer,
     PackageMeta,
     PackageRecord,
+    PackageSource,
     QueueSummary,
     Receipt,
     ReceiveOutcome,
@@ -192,7 +193,7 @@ Op = Callable[[_Tx], T]
 class _Pending:
     op: Op[Any]
     future: asyncio.Future[Any]
-    blobs: tuple[tuple[str, bytes], ...] = ()  # (sha256, bytes) of package files it refers to
+    blobs: tuple[tuple[str, PackageSource], ...] = ()  # (sha256, bytes) of its package files
     durable: bool = True  # False: may be lost on power loss (see the module docstring)
 
 
@@ -318,13 +319,14 @@ class SqliteStore:
     # -- the writer ----------------------------------------------------------------------
 
     async def _write(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = (), *, durable: bool = True
+        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = (), *, durable: bool = True
     ) -> T:
         """Run ``op`` in the next grouped transaction; return once it is committed.
 
         ``blobs`` are package bytes ``(sha256, bytes)`` the op refers to; those too large to
-        live in their row are written to files, made durable with the rest of the batch's files
-        before the commit, unless a committed row already refers to them. If that fails the
+        live in their row are written to files (a file given instead of bytes is adopted),
+        made durable with the rest of the batch's files before the commit, unless a committed
+        row already refers to them. If that fails the
         op's work is undone and it raises the file's error. ``durable=False`` marks
         bookkeeping that may be lost on power loss (its commit does not fsync by itself).
         """
@@ -332,22 +334,25 @@ class SqliteStore:
         return await asyncio.shield(self._submit(op, blobs, durable))
 
     def _submit(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]], durable: bool
+        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]], durable: bool
     ) -> asyncio.Future[T]:
         """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         # Those under the limit live in their row.
-        files = tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
+        files = tuple(b for b in blobs if self._inline(b[1]) is None)
         self._queue.put_nowait(_Pending(op, future, files, durable))
         self._more.set()
         return future
 
-    def _remember(self, package_id: str, data: bytes) -> None:
+    def _remember(self, package_id: str, data: PackageSource) -> None:
         """Keep the bytes of a package just committed: it is usually sent on at once, and
         reading it back would cost a trip to the reader's thread. Packages never change
-        (their id is their digest), so a copy is never stale."""
+        (their id is their digest), so a copy is never stale. A package in a file is not
+        read for this."""
+        if isinstance(data, Path):
+            return
         if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
             return
         self._recent[package_id] = data
@@ -521,7 +526,7 @@ class SqliteStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = ()) -> T:
+    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = ()) -> T:
         try:
             return await self._write(op, blobs)
         except StoreTransientError as exc:
@@ -554,9 +559,11 @@ class SqliteStore:
             if blocked is not None and await self.resume_intake():
                 _log.info("intake_resumed", was=blocked)
 
-    async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
+    async def put_package(
+        self, data: PackageSource, meta: PackageMeta, now: float
+    ) -> tuple[str, bool]:
         """Store a package submitted here: ``(package_id, duplicate)``."""
-        meta.check(data)
+        data = await self._small_in_memory(data, meta)
         self._check_intake()
         pid = meta.sha256
 
@@ -570,10 +577,20 @@ class SqliteStore:
         self._remember(pid, data)
         return pid, duplicate
 
+    async def _small_in_memory(self, data: PackageSource, meta: PackageMeta) -> PackageSource:
+        """Bytes checked against ``meta``; a file small enough to live in its row, read (the
+        caller checked it); any other file as it is."""
+        if isinstance(data, Path):
+            if meta.size >= self.settings.inline_max_bytes:
+                return data
+            data = await asyncio.to_thread(data.read_bytes)
+        meta.check(data)
+        return data
+
     async def receive(
         self,
         transfer_id: str,
-        data: bytes,
+        data: PackageSource,
         meta: PackageMeta,
         from_peer: str,
         now: float,
@@ -581,7 +598,7 @@ class SqliteStore:
     ) -> ReceiveResult:
         """Store a package from a neighbour, deduped by transfer id and digest; with ``hops``,
         also route it (its transfers queued) in the same transaction."""
-        meta.check(data)
+        data = await self._small_in_memory(data, meta)
         self._check_intake()
         pid = meta.sha256
 
@@ -615,12 +632,20 @@ class SqliteStore:
             transfer_id, data, result.package_id, pid, from_peer, now
         )
 
-    def _inline(self, data: bytes) -> bytes | None:
+    def _inline(self, data: PackageSource) -> bytes | None:
         """``data`` when it is small enough to live in its row, else None (it gets a file)."""
+        if isinstance(data, Path):
+            return None
         return data if len(data) < self.settings.inline_max_bytes else None
 
     async def _record_conflict(
-        self, transfer_id: str, data: bytes, stored: str, other: str, from_peer: str, now: float
+        self,
+        transfer_id: str,
+        data: PackageSource,
+        stored: str,
+        other: str,
+        from_peer: str,
+        now: float,
     ) -> ReceiveResult:
         path = self._quarantine / f"{transfer_id}.{other}"
         try:
@@ -661,6 +686,42 @@ class SqliteStore:
             return bytes(row[0]) if row[0] is not None else self.blobs.read(package_id)
 
         return await self._read(read)
+
+    async def package_file(self, package_id: str) -> Path | None:
+        """The file of a stored package, or None when it is small enough to read whole with
+        :meth:`read_package` (it lives in its row, or was stored lately and is in memory). The
+        file never changes while its row exists."""
+        if package_id in self._recent:
+            return None
+
+        def find(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT data IS NULL FROM packages WHERE package_id = ?", (package_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownId(f"no package {package_id}")
+            return bool(row[0])
+
+        return self.blobs.path(package_id) if await self._read(find) else None
+
+    async def collect_orphans(self) -> int:
+        """Remove package files no row names (left by a crash between a file and its commit);
+        how many. Only while no other process may be storing packages in this folder."""
+
+        def named(db: sqlite3.Connection, digests: list[str]) -> set[str]:
+            rows = db.execute(
+                "SELECT value FROM json_each(?) WHERE value IN"
+                " (SELECT package_id FROM packages WHERE data IS NULL)",
+                (json.dumps(digests),),
+            ).fetchall()
+            return {str(r[0]) for r in rows}
+
+        removed = await self._read(
+            lambda db: self.blobs.collect(lambda digests: named(db, digests))
+        )
+        if removed:
+            _log.warning("orphan_package_files_removed", count=len(removed))
+        return len(removed)
 
     async def get_package(self, package_id: str) -> PackageRecord:
         """The package's record, or :class:`UnknownId`."""
@@ -932,6 +993,31 @@ class SqliteStore:
 
         # Taking a transfer need not survive power loss: it would only be sent again.
         return await self._write(op, durable=False)
+
+    async def extend_lease(self, lease: Lease, now: float) -> float | None:
+        """Keep ``lease`` for another ``lease_s`` from ``now``: its new end, or None when the
+        transfer is no longer in flight under this lease (taken again, settled, re-routed)."""
+        expires = now + self.settings.lease_s
+        tid = lease.transfer_id
+        if tid in self._reserved:
+            self._reserved[tid] = max(self._reserved[tid], expires)
+
+        def op(tx: _Tx) -> bool:
+            return bool(
+                tx.run(
+                    "UPDATE transfers SET lease_expires_at = ? WHERE transfer_id = ?"
+                    " AND state = 'in_flight' AND lease_token = ? AND lease_expires_at < ?",
+                    (expires, tid, lease.token, expires),
+                )
+                or tx.one(
+                    "SELECT 1 FROM transfers WHERE transfer_id = ? AND state = 'in_flight'"
+                    " AND lease_token = ?",
+                    (tid, lease.token),
+                )
+            )
+
+        # Like taking it: losing the extension on power loss only makes it go again.
+        return expires if await self._write(op, durable=False) else None
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
