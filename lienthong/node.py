@@ -167,6 +167,7 @@ class Node:
             on_enqueued=self._wake_senders,
             metrics=self.metrics,
             strict=config.validation.strict,
+            work_dir=config.node.state_dir / "work",
         )
         self._stop = asyncio.Event()
         self._routes_changed = asyncio.Event()

@@ -46,6 +46,7 @@ from lienthong.backoff import Backoff
 from lienthong.errors import TransientError
 from lienthong.logs import get_logger
 from lienthong.transport.frames import FrameError, inbox_filter, inbox_topic, parse_topic
+from lienthong.transport.readgate import ReadGate
 
 __all__ = ["Link", "LinkDown", "LinkSettings", "LinkState", "OnMessage"]
 
@@ -264,7 +265,9 @@ class Link:
             self._set_state("up")
             _log.info("link_up", connects=self.connects, **self._context())
             self._phase = "connection lost"
+            gate = ReadGate(client)  # frames wait at the broker, not in memory
             async for message in client.messages:
+                gate.taken()
                 await self._deliver(message)
         raise aiomqtt.MqttError("the message stream ended")  # aiomqtt ends it only by raising
 
