@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from lienthong.metrics import Metrics
 from lienthong.store import SqliteStore
@@ -22,16 +23,22 @@ async def _nothing(package_id: str) -> None:
     raise AssertionError(f"no package should complete, got {package_id}")
 
 
-async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
-    """A neighbour that starts many transfers and finishes none holds at most the cap."""
-    receiver = Receiver(
+def _idle_receiver(tmp_path: Path, **settings: Any) -> Receiver:
+    """A receiver over a store that is never opened: no package may complete."""
+    return Receiver(
         store=SqliteStore(tmp_path / "state"),
         receipts=ReceiptWaiter(),
         on_package=_nothing,
         partial_dir=tmp_path / "partial",
         max_package_bytes=1 << 20,
         metrics=Metrics(),
+        **settings,
     )
+
+
+async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
+    """A neighbour that starts many transfers and finishes none holds at most the cap."""
+    receiver = _idle_receiver(tmp_path)
     for i in range(MAX_PARTIAL_PER_PEER + 10):
         data = bytes([i]) * 5000
         first = split_into_frames(f"t{i:04d}", "edoc", ["000.00.00.H49"], data, 1024)[0]
@@ -95,16 +102,7 @@ async def test_stalled_transfer_is_dropped_by_the_timer_and_its_file_removed(
     """A transfer whose neighbour sends nothing more is dropped by the sweep (no other frame
     needed) once idle past partial_ttl, and its file is removed."""
     now = [1000.0]
-    receiver = Receiver(
-        store=SqliteStore(tmp_path / "state"),
-        receipts=ReceiptWaiter(),
-        on_package=_nothing,
-        partial_dir=tmp_path / "partial",
-        max_package_bytes=1 << 20,
-        partial_ttl=0.2,
-        clock=lambda: now[0],
-        metrics=Metrics(),
-    )
+    receiver = _idle_receiver(tmp_path, partial_ttl=0.2, clock=lambda: now[0])
     first = split_into_frames("t-stall", "edoc", [FAR], b"s" * 5000, 1024)[0]
     await receiver.on_frame(None, PEER, encode_frame(first))  # type: ignore[arg-type]
     assert receiver.partial_transfers == 1
@@ -127,12 +125,6 @@ def test_partial_files_of_an_earlier_run_are_collected(tmp_path: Path) -> None:
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "0123.part").write_bytes(b"half")
-    receiver = Receiver(
-        store=SqliteStore(tmp_path / "state"),
-        receipts=ReceiptWaiter(),
-        on_package=_nothing,
-        partial_dir=partial,
-        max_package_bytes=1 << 20,
-    )
+    receiver = _idle_receiver(tmp_path)
     assert receiver.collect_leftovers() == 1
     assert not list(partial.iterdir())

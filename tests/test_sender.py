@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from lienthong.config import StoreSettings
 from lienthong.store import Lease, PackageMeta, SqliteStore
@@ -23,6 +24,21 @@ class _UpLink:
 
     async def publish(self, to: str, payload: bytes) -> None:
         self.published.append(payload)
+
+
+def _sender(store: SqliteStore, link: _UpLink, **settings: Any) -> HopSender:
+    """A sender of one transfer at a time, polling hourly, whose receipts never come."""
+    return HopSender(
+        neighbour=NEIGHBOUR,
+        link=link,  # type: ignore[arg-type]
+        store=store,
+        receipts=ReceiptWaiter(),
+        max_chunk=1024,
+        receipt_timeout=3600.0,
+        window=1,
+        poll=3600.0,
+        **settings,
+    )
 
 
 class _QueuedWhileLooking(SqliteStore):
@@ -46,16 +62,7 @@ async def test_transfer_queued_during_a_look_is_taken_without_waiting_for_the_po
     """A wake that comes while the sender looks for work makes it look again at once, even with
     an hour between polls."""
     async with _QueuedWhileLooking(tmp_path / "state") as store:
-        sender = HopSender(
-            neighbour=NEIGHBOUR,
-            link=_UpLink(),  # type: ignore[arg-type]
-            store=store,
-            receipts=ReceiptWaiter(),
-            max_chunk=1024,
-            receipt_timeout=3600.0,
-            window=1,
-            poll=3600.0,
-        )
+        sender = _sender(store, _UpLink())
         store.sender = sender
         task = asyncio.create_task(sender.run())
         try:
@@ -105,17 +112,7 @@ async def test_long_send_extends_its_lease_so_it_is_not_taken_again(tmp_path: Pa
         await store.put_package(data, meta, now[0])
         await store.enqueue(meta.sha256, {NEIGHBOUR: [NEIGHBOUR]}, now[0])
         link = _SlowLink(now)
-        sender = HopSender(
-            neighbour=NEIGHBOUR,
-            link=link,  # type: ignore[arg-type]
-            store=store,
-            receipts=ReceiptWaiter(),
-            max_chunk=1024,
-            receipt_timeout=3600.0,
-            window=1,
-            poll=3600.0,
-            clock=lambda: now[0],
-        )
+        sender = _sender(store, link, clock=lambda: now[0])
         task = asyncio.create_task(sender.run())
         try:
             async with asyncio.timeout(60):

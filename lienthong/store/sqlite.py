@@ -672,20 +672,16 @@ class SqliteStore:
 
     async def read_package(self, package_id: str) -> bytes:
         """The bytes of a stored package (from memory when it was stored lately, else from its
-        row or its file, in one read)."""
+        row or its file)."""
         recent = self._recent.get(package_id)
         if recent is not None:
             return recent
-
-        def read(db: sqlite3.Connection) -> bytes:
-            row = db.execute(
-                "SELECT data FROM packages WHERE package_id = ?", (package_id,)
-            ).fetchone()
-            if row is None:
-                raise UnknownId(f"no package {package_id}")
-            return bytes(row[0]) if row[0] is not None else self.blobs.read(package_id)
-
-        return await self._read(read)
+        inline = await self._inline_data(package_id)
+        return (
+            inline
+            if inline is not None
+            else await self._read(lambda db: self.blobs.read(package_id))
+        )
 
     async def package_file(self, package_id: str) -> Path | None:
         """The file of a stored package, or None when it is small enough to read whole with
@@ -693,16 +689,21 @@ class SqliteStore:
         file never changes while its row exists."""
         if package_id in self._recent:
             return None
+        inline = await self._inline_data(package_id)
+        return self.blobs.path(package_id) if inline is None else None
 
-        def find(db: sqlite3.Connection) -> bool:
+    async def _inline_data(self, package_id: str) -> bytes | None:
+        """The package's bytes when they live in its row, None when it has a file."""
+
+        def read(db: sqlite3.Connection) -> bytes | None:
             row = db.execute(
-                "SELECT data IS NULL FROM packages WHERE package_id = ?", (package_id,)
+                "SELECT data FROM packages WHERE package_id = ?", (package_id,)
             ).fetchone()
             if row is None:
                 raise UnknownId(f"no package {package_id}")
-            return bool(row[0])
+            return None if row[0] is None else bytes(row[0])
 
-        return self.blobs.path(package_id) if await self._read(find) else None
+        return await self._read(read)
 
     async def collect_orphans(self) -> int:
         """Remove package files no row names (left by a crash between a file and its commit);
