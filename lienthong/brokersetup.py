@@ -3,8 +3,9 @@
 ``lienthong broker-config`` builds a :class:`BrokerPlan` from the node's configuration and the
 directory, asks an :class:`Engine` for the files, writes them, and has the engine start the
 broker on them once, on a free local port with a throw-away store, until it completes a TLS
-handshake with this node's own certificate. Only mosquitto is an engine today; another one is
-one more entry in :data:`ENGINES`.
+handshake with this node's own certificate. The engines: mosquitto (one broker), and
+nats-server 2.9 (one member of a three-member cluster with JetStream; see
+:mod:`lienthong.transport.natsconf`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from lienthong.errors import LienthongError
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
+from lienthong.transport.brokerconf import BrokerSettings, render, render_acl
+from lienthong.transport.natsconf import NatsMember
+from lienthong.transport.natsconf import render as render_nats
 
 __all__ = [
     "ENGINES",
@@ -30,6 +33,7 @@ __all__ = [
     "BrokerTestFailed",
     "Engine",
     "Mosquitto",
+    "Nats",
     "free_port",
     "own_path",
     "tls_probe",
@@ -112,6 +116,12 @@ class BrokerPlan:
     persistence_dir: Path
     user: str
     message_size_limit: int
+    server_name: str = ""
+    routes: tuple[str, ...] = ()
+    cluster_port: int = 6222
+    client_port: int = 4222
+    """A cluster member's name, the ``host:port`` route addresses of every member, the port
+    it listens for routes on and its loopback NATS protocol port (nats only)."""
 
 
 class Engine(Protocol):
@@ -119,6 +129,8 @@ class Engine(Protocol):
 
     name: str
     program: str
+    user: str
+    """The system user the broker runs as (Debian's package)."""
 
     def files(self, plan: BrokerPlan) -> dict[str, str]:
         """The files to write into ``plan.out_dir``: name -> text."""
@@ -137,6 +149,7 @@ class Mosquitto:
 
     name = "mosquitto"
     program = "mosquitto"
+    user = "mosquitto"
     config_name = "mosquitto.conf"
     acl_name = "acl.conf"
 
@@ -159,13 +172,11 @@ class Mosquitto:
             config = render(self._settings(plan))
         except ValueError as exc:
             raise LienthongError(f"cannot write the broker configuration: {exc}") from exc
-        return {self.config_name: config, self.acl_name: ACL_PATH.read_text(encoding="utf-8")}
+        members = (plan.node, *plan.children)
+        return {self.config_name: config, self.acl_name: render_acl(members)}
 
     def test_start(self, plan: BrokerPlan, client: ssl.SSLContext, workdir: Path) -> None:
         """mosquitto 2.0 has no configuration test switch: start it for real, briefly."""
-        binary = shutil.which(self.program) or shutil.which(self.program, path="/usr/sbin")
-        if binary is None:
-            raise BrokerTestFailed("mosquitto is not installed: apt install mosquitto")
         store = workdir / "persistence"
         store.mkdir(parents=True)
         workdir.chmod(0o755)  # the broker reads and writes here after dropping privileges
@@ -173,47 +184,123 @@ class Mosquitto:
         trial = replace(plan, port=free_port(), bind=LOCAL, persistence_dir=store)
         config = workdir / self.config_name
         config.write_text(render(self._settings(trial)), encoding="utf-8")
-        log = workdir / "mosquitto.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        try:
-            self._wait(process, trial, client, log)
-        finally:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        _trial_run(self.program, config, trial, client, workdir)
 
-    def _wait(
-        self, process: subprocess.Popen[bytes], trial: BrokerPlan, client: ssl.SSLContext, log: Path
-    ) -> None:
-        deadline = time.monotonic() + TEST_START_TIMEOUT_S
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                said = log.read_text(encoding="utf-8", errors="replace").strip()
-                raise BrokerTestFailed(
-                    f"mosquitto stopped at once (exit {process.returncode}) on these files:\n{said}"
-                )
-            try:
-                tls_probe(LOCAL, trial.port, client, server_hostname=trial.public_host, settle=0.5)
-                return
-            except ssl.SSLError as exc:
-                last = exc
-                break  # the broker answered: a certificate problem, not a slow start
-            except OSError as exc:
-                last = exc
-                time.sleep(0.1)
-        said = log.read_text(encoding="utf-8", errors="replace").strip()
-        raise BrokerTestFailed(
-            f"mosquitto did not accept this node's certificate for {trial.public_host}"
-            f" ({last}):\n{said}"
+
+class Nats:
+    """nats-server 2.9: one member of the tier's three-member cluster (JetStream, MQTT), its
+    nodes mapped from their certificates to users with the inbox permissions."""
+
+    name = "nats"
+    program = "nats-server"
+    user = "nats"
+    config_name = "nats-server.conf"
+
+    def _member(self, plan: BrokerPlan) -> NatsMember:
+        return NatsMember(
+            server_name=plan.server_name,
+            cluster_name=f"lienthong-{plan.node.replace('.', '-')}",
+            mqtt_port=plan.port,
+            cluster_port=plan.cluster_port,
+            client_port=plan.client_port,
+            routes=plan.routes,
+            nodes=(plan.node, *plan.children),
+            cafile=plan.cafile,
+            certfile=plan.certfile,
+            keyfile=plan.keyfile,
+            store_dir=plan.persistence_dir,
+            bind=plan.bind,
+            message_size_limit=plan.message_size_limit,
         )
 
+    def files(self, plan: BrokerPlan) -> dict[str, str]:
+        """This member's configuration (users and permissions from the directory)."""
+        if len(plan.routes) < 3:
+            raise LienthongError(
+                "a NATS cluster needs the route address of each of its three members:"
+                " give --route HOST:PORT three times (this member's too)"
+            )
+        try:
+            return {self.config_name: render_nats(self._member(plan))}
+        except ValueError as exc:
+            raise LienthongError(f"cannot write the broker configuration: {exc}") from exc
 
-ENGINES: dict[str, Engine] = {"mosquitto": Mosquitto()}
+    def test_start(self, plan: BrokerPlan, client: ssl.SSLContext, workdir: Path) -> None:
+        """Start this member alone (no routes, a throw-away JetStream folder) until its MQTT
+        listener accepts ``client``'s handshake."""
+        store = workdir / "jetstream"
+        store.mkdir(parents=True)
+        workdir.chmod(0o755)
+        cluster_port = free_port()
+        trial = replace(
+            plan,
+            port=free_port(),
+            cluster_port=cluster_port,
+            client_port=free_port(),
+            bind=LOCAL,
+            # JetStream in a cluster wants a route; one to itself, which nats-server skips.
+            routes=(f"{LOCAL}:{cluster_port}",),
+            persistence_dir=store,
+        )
+        config = workdir / self.config_name
+        config.write_text(render_nats(self._member(trial)), encoding="utf-8")
+        _trial_run(self.program, config, trial, client, workdir)
+
+
+def _trial_run(
+    program: str, config: Path, trial: BrokerPlan, client: ssl.SSLContext, workdir: Path
+) -> None:
+    """Run ``program -c config`` until it accepts ``client``'s TLS handshake on ``trial.port``
+    for ``trial.public_host``, then stop it; :class:`BrokerTestFailed` with its log otherwise."""
+    binary = shutil.which(program) or shutil.which(program, path="/usr/sbin")
+    if binary is None:
+        raise BrokerTestFailed(f"{program} is not installed: apt install {program}")
+    log = workdir / f"{program}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait(program, process, trial, client, log)
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _wait(
+    program: str,
+    process: subprocess.Popen[bytes],
+    trial: BrokerPlan,
+    client: ssl.SSLContext,
+    log: Path,
+) -> None:
+    deadline = time.monotonic() + TEST_START_TIMEOUT_S
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            said = log.read_text(encoding="utf-8", errors="replace").strip()
+            raise BrokerTestFailed(
+                f"{program} stopped at once (exit {process.returncode}) on these files:\n{said}"
+            )
+        try:
+            tls_probe(LOCAL, trial.port, client, server_hostname=trial.public_host, settle=0.5)
+            return
+        except ssl.SSLError as exc:
+            last = exc
+            break  # the broker answered: a certificate problem, not a slow start
+        except OSError as exc:
+            last = exc
+            time.sleep(0.1)
+    said = log.read_text(encoding="utf-8", errors="replace").strip()
+    raise BrokerTestFailed(
+        f"{program} did not accept this node's certificate for {trial.public_host}"
+        f" ({last}):\n{said}"
+    )
+
+
+ENGINES: dict[str, Engine] = {"mosquitto": Mosquitto(), "nats": Nats()}
 """The broker programs ``lienthong broker-config --engine`` knows."""

@@ -128,12 +128,41 @@ class TrustSettings:
     allow_sha1: bool = _setting(False, None, "accept legacy RSA-SHA1 signatures, as weak")
 
 
+def _split_address(text: str) -> tuple[str, int] | None:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _addresses(value: Any) -> str | None:
+    for text in value:
+        if _split_address(text) is None:
+            return f"{text!r} is not host:port (mq2.example.vn:8883)"
+    return None
+
+
+BROKER_ENGINES = ("mosquitto", "nats")
+
+
+def _engine(value: Any) -> str | None:
+    return None if value in BROKER_ENGINES else f"must be one of {', '.join(BROKER_ENGINES)}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerLink:
-    """``[links.parent]`` or ``[links.children]``: one MQTT broker this node uses."""
+    """``[links.parent]`` or ``[links.children]``: one MQTT broker this node uses.
+
+    A broker run as a cluster lists its other members in ``brokers``; the link moves to the
+    next address when one fails, keeping its session.
+    """
 
     host: str = _setting("", None, "broker host; empty: no such link")
     port: int = _setting(8883, _port, "broker TLS port")
+    brokers: tuple[str, ...] = _setting(
+        (), _addresses, "more host:port addresses of the same broker (cluster members)"
+    )
+    engine: str = _setting("mosquitto", _engine, "the broker program: mosquitto or nats")
     cafile: Path = _setting(_NO_PATH, None, "CA the broker's certificate chains to")
     keepalive_s: int = _setting(30, _at_least_one, "MQTT keepalive")
 
@@ -141,6 +170,12 @@ class BrokerLink:
     def enabled(self) -> bool:
         """True when a host is set."""
         return bool(self.host)
+
+    @property
+    def alternates(self) -> tuple[tuple[str, int], ...]:
+        """``brokers`` as ``(host, port)`` pairs, without ``host:port`` itself."""
+        pairs = (_split_address(text) for text in self.brokers)
+        return tuple(p for p in pairs if p is not None and p != (self.host, self.port))
 
 
 @dataclass(frozen=True, slots=True)

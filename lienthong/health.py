@@ -105,7 +105,7 @@ async def check_store(store: Store) -> Check:
 
 def check_link(name: str, link: Link) -> Check:
     """The link to one broker is up."""
-    where = f"{link.settings.host}:{link.settings.port}"
+    where = link.where
     if link.state == "up":
         return Check(f"link:{name}", True, f"up to {where}")
     error = f": {link.last_error}" if link.last_error else ""

@@ -30,6 +30,8 @@ Series (all prefixed ``lienthong_``)::
     store_packages{state}                     packages per life-cycle state
     intake_blocked                            1 while the store refuses new packages
     link_up{link,broker}                      1 up, 0 connecting or down
+    clock_skew_seconds{neighbour}             the neighbour's clock minus this node's, from
+                                              its last hop receipt (``lienthong check`` reads it)
 
 ``queue_oldest_waiting_seconds`` is the age of the oldest queued or in-flight transfer for
 each next hop (:attr:`QueueSummary.oldest_per_hop`), 0 for hops with nothing waiting.
@@ -150,6 +152,11 @@ class Metrics:
             "lienthong_refusals",
             "Packages refused, by stage and reason (" + ", ".join(REFUSAL_REASONS) + ").",
             ["stage", "reason"],
+        )
+        self._skew = gauge(
+            "lienthong_clock_skew_seconds",
+            "The neighbour's clock minus this node's, from its last hop receipt.",
+            ["neighbour"],
         )
         self._deviations = counter(
             "lienthong_deviations",
@@ -290,6 +297,10 @@ class Metrics:
         while len(self.deviations_of) > RECENT_DOCUMENTS:
             self.deviations_of.popitem(last=False)
 
+    def clock_skew(self, neighbour: str, seconds: float) -> None:
+        """``neighbour``'s clock was ``seconds`` ahead of this node's (behind if negative)."""
+        self._skew.labels(neighbour).set(seconds)
+
     def signature_checked(self, ok: bool) -> None:
         """A signature verification ended ``ok`` or refused."""
         self._signatures.labels("ok" if ok else "refused").inc()
@@ -312,8 +323,7 @@ class Metrics:
         self._blocked.set(1 if store.intake_blocked else 0)
         self._link_up.clear()
         for name, link in links.items():
-            broker = f"{link.settings.host}:{link.settings.port}"
-            self._link_up.labels(name, broker).set(1 if link.state == "up" else 0)
+            self._link_up.labels(name, link.where).set(1 if link.state == "up" else 0)
 
     def _set_queues(self, summary: QueueSummary, hops: Iterable[str]) -> None:
         self._queue.clear()

@@ -92,6 +92,22 @@ def load_keys(config: Config) -> tuple[SigningIdentity, TrustStore]:
     return identity, trust
 
 
+def link_settings(config: Config, name: str) -> LinkSettings:
+    """How the node reaches the broker of link ``name`` (``parent`` or ``children``)."""
+    broker = getattr(config.links, name)
+    return LinkSettings(
+        name=name,
+        host=broker.host,
+        port=broker.port,
+        alternates=broker.alternates,
+        engine=broker.engine,
+        cafile=broker.cafile,
+        certfile=config.identity.cert,
+        keyfile=config.identity.key,
+        keepalive=broker.keepalive_s,
+    )
+
+
 class Node:
     """The daemon of agency ``config.node.code``."""
 
@@ -170,6 +186,7 @@ class Node:
             work_dir=config.node.state_dir / "work",
         )
         self._stop = asyncio.Event()
+        self._neighbours_of: tuple[Directory, dict[str, str]] | None = None
         self._routes_changed = asyncio.Event()
         self._routes_waiting = 0
         self._rerouting = asyncio.Lock()
@@ -187,16 +204,8 @@ class Node:
         ):
             if not broker.enabled:
                 continue
-            settings = LinkSettings(
-                name=name,
-                host=broker.host,
-                port=broker.port,
-                cafile=broker.cafile,
-                certfile=self.config.identity.cert,
-                keyfile=self.config.identity.key,
-                keepalive=broker.keepalive_s,
-            )
             try:
+                settings = link_settings(self.config, name)
                 links[name] = Link(settings, self.me, self._on_message(name))
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot set up the link: {exc}", key=f"links.{name}") from exc
@@ -205,6 +214,17 @@ class Node:
     def _on_message(self, name: str) -> OnMessage:
         # Links are made before the receiver, so the link is looked up when a frame arrives.
         async def on_message(sender: str, payload: bytes) -> None:
+            if not self._is_neighbour(sender, name):
+                # The broker proves who sent it, but any node of the CA can reach a broker:
+                # only the directory's neighbours on this link may hand this node anything.
+                self.metrics.frame_refused(sender)
+                _log.warning(
+                    "frame_from_stranger",
+                    peer=sender,
+                    link=name,
+                    reason=f"{sender} is not a neighbour of {self.me} over the {name} link",
+                )
+                return
             if claims(payload):  # directory versions: their own frames, their own handler
                 await self.dirsync.on_frame(sender, payload)
                 return
@@ -216,6 +236,20 @@ class Node:
     def directory(self) -> Directory:
         """The directory in force (read from :attr:`directories` at each use)."""
         return self.directories.directory
+
+    def _is_neighbour(self, sender: str, link_name: str) -> bool:
+        """True when the directory in force makes ``sender`` a neighbour reached over
+        ``link_name`` (worked out once per directory: a state-sized one has thousands of
+        nodes)."""
+        directory = self.directory
+        cached = self._neighbours_of
+        if cached is None or cached[0] is not directory:
+            try:
+                found = self.neighbours()
+            except ConfigError:
+                found = {}
+            cached = self._neighbours_of = (directory, found)
+        return cached[1].get(sender) == link_name
 
     def neighbours(self) -> dict[str, str]:
         """Each neighbour node and the name of the link that reaches it.
@@ -475,7 +509,7 @@ class Node:
     async def _wait_links_up(self) -> bool:
         """Wait until every link is up, or a stop is requested first (False)."""
         for name, link in self.links.items():
-            self.notifier.status(f"waiting for the {name} broker {link.settings.host}")
+            self.notifier.status(f"waiting for the {name} broker {link.where}")
             while not await link.wait_up(1.0):
                 if self._stop.is_set():
                     return False

@@ -12,15 +12,18 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from lienthong.brokersetup import tls_probe
 from lienthong.config import Config, check_for_daemon, load_config
 from lienthong.directory import Directory
 from lienthong.errors import LienthongError
 from lienthong.health import Check, DiskLimits, check_disk, check_signing_key
-from lienthong.node import load_directory, load_keys
+from lienthong.node import link_settings, load_directory, load_keys
 from lienthong.processing import certificate_fingerprint
 from lienthong.transport.link import LinkSettings
 from lienthong.trust import SigningIdentity
@@ -99,8 +102,13 @@ def check_node_setup(
     else:
         names = " <- ".join(common_name(c) for c in chain.chain)
         checks.append(Check("chain", True, names))
-    checks += [c for name, link in _links(config) for c in [_broker_check(name, link, tls_timeout)]]
+    checks += [
+        _broker_check(name, link, address, tls_timeout)
+        for name, link in _links(config)
+        for address in link.addresses  # every member of a broker cluster
+    ]
     checks.append((clock or clock_check)())
+    checks.append(parent_skew_check(config, directory))
     checks.append(check_disk(_existing(config.node.state_dir), DiskLimits()))
     return checks
 
@@ -181,34 +189,22 @@ def _certificate_checks(
     yield Check("binding", True, f"{me} ({listed}), fingerprint {fingerprint}")
 
 
-def link_settings(config: Config, name: str) -> LinkSettings:
-    """How the node reaches the broker of link ``name`` (``parent`` or ``children``)."""
-    broker = getattr(config.links, name)
-    return LinkSettings(
-        name=name,
-        host=broker.host,
-        port=broker.port,
-        cafile=broker.cafile,
-        certfile=config.identity.cert,
-        keyfile=config.identity.key,
-    )
-
-
 def _links(config: Config) -> Iterator[tuple[str, LinkSettings]]:
     for name in ("parent", "children"):
         if getattr(config.links, name).enabled:
             yield name, link_settings(config, name)
 
 
-def _broker_check(name: str, link: LinkSettings, timeout: float) -> Check:
+def _broker_check(name: str, link: LinkSettings, address: tuple[str, int], timeout: float) -> Check:
     label = f"broker {name}"
-    where = f"{link.host}:{link.port}"
+    host, port = address
+    where = f"{host}:{port}"
     try:
         context = link.tls_context()
     except (OSError, ssl.SSLError) as exc:
         return Check(label, False, f"cannot use {link.cafile} or the node's certificate: {exc}")
     try:
-        tls_probe(link.host, link.port, context, timeout=timeout, settle=1.0)
+        tls_probe(host, port, context, timeout=timeout, settle=1.0)
     except ssl.SSLCertVerificationError as exc:
         return Check(
             label,
@@ -237,8 +233,9 @@ def clock_check() -> Check:
     """Whether the system clock is kept by NTP (``timedatectl``).
 
     Signatures, receipts and certificate dates all carry times; a node whose clock drifts
-    refuses good certificates or dates its receipts wrong. Neither the brokers nor the frames
-    carry the parent's time, so the check is that this clock is synchronised.
+    refuses good certificates or dates its receipts wrong. The brokers do not
+    carry the parent's time, so this check is that this clock is synchronised, and
+    :func:`parent_skew_check` compares it with the parent's as the daemon measured it.
     """
     try:
         result = subprocess.run(
@@ -259,6 +256,53 @@ def clock_check() -> Check:
         "clock",
         False,
         "not synchronised by NTP: `timedatectl set-ntp true` (systemd-timesyncd or chrony)",
+    )
+
+
+MAX_SKEW_S = 60.0
+"""A parent whose clock differs by more than this is reported: receipts and certificate
+dates start to disagree."""
+
+
+def parent_skew_check(
+    config: Config, directory: Directory | None, *, timeout: float = 3.0
+) -> Check:
+    """How far the parent node's clock is from this one, as the running daemon measured it
+    from the parent's last hop receipt (read from its ``/metrics`` on the local server).
+
+    Not measured (no parent, daemon not running, no receipt yet) is not a failure: it says so.
+    """
+    parent = None if directory is None else directory.node_parent(config.node.code)
+    if parent is None:
+        return Check("clock skew", True, "no parent node to compare with")
+    url = f"http://{config.gateway.host}:{config.gateway.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            text = reply.read().decode("utf-8")
+    except (OSError, ValueError) as exc:
+        return Check(
+            "clock skew",
+            True,
+            f"not measured: the daemon's {url} does not answer ({exc}); it measures the skew"
+            " from the parent's hop receipts once it runs",
+        )
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "lienthong_clock_skew_seconds"
+                and sample.labels.get("neighbour") == parent
+            ):
+                return _skew_verdict(parent, sample.value)
+    return Check("clock skew", True, f"not measured yet: no hop receipt from {parent} so far")
+
+
+def _skew_verdict(parent: str, skew: float) -> Check:
+    way = "ahead of" if skew > 0 else "behind"
+    said = f"the parent {parent}'s clock is {abs(skew):.1f} s {way} this one"
+    if abs(skew) <= MAX_SKEW_S:
+        return Check("clock skew", True, said)
+    return Check(
+        "clock skew", False, f"{said}: make NTP keep both in time (`timedatectl set-ntp true`)"
     )
 
 

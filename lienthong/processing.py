@@ -64,6 +64,7 @@ from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
 from lienthong.store import PackageMeta, PackageSource, PackageState, Receipt, Reply, Store
+from lienthong.store.blobs import file_digest
 from lienthong.store.model import OpenTransfer, PackageRecord, Rerouted
 from lienthong.trust import (
     SigningIdentity,
@@ -168,13 +169,6 @@ def _recipients_of(pkg: Package) -> tuple[str, ...]:
     if isinstance(pkg, StatusPackage):
         return (pkg.response_for.organ_id,)
     return pkg.recipients
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """The sha256 (hex) and size of a file, read in pieces."""
-    with path.open("rb") as source:
-        digest = hashlib.file_digest(source, "sha256")
-        return digest.hexdigest(), source.tell()
 
 
 class Processor:

@@ -7,22 +7,63 @@ A test module that needs a broker imports the fixtures (named ``broker`` and ``b
 ``broker_pki`` (one per session) holds a CA, the broker's server certificate and agency client
 certificates written to files on demand; ``broker`` starts one mosquitto on a free port with
 ``config/mosquitto/tier.conf.in`` and ``acl.conf`` and stops it after the test. The classes live
-in :mod:`lienthong.devnet`, which the demo uses too.
+in :mod:`lienthong.devnet`, which the demo uses too. ``nats_cluster`` (one per module) is a
+three-member nats-server cluster serving the nodes of ``NATS_NODES``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from lienthong.brokersetup import free_port
 from lienthong.devnet.broker import Broker
+from lienthong.devnet.natscluster import NatsCluster
 from lienthong.devnet.pki import HOST, DevPki
 
 Pki = DevPki
-__all__ = ["HOST", "Broker", "Pki", "broker_fixture", "broker_pki_fixture", "free_port"]
+__all__ = [
+    "HOST",
+    "NATS_NODES",
+    "Broker",
+    "NatsCluster",
+    "Pki",
+    "broker_fixture",
+    "broker_pki_fixture",
+    "free_port",
+    "nats_cluster_fixture",
+    "next_message",
+    "nothing_more",
+]
+
+RECEIVE_S = 10.0
+QUIET_S = 0.5
+
+
+async def next_message(client: aiomqtt.Client) -> aiomqtt.Message:
+    """The next message ``client`` receives (bounded wait: fails instead of hanging)."""
+    async with asyncio.timeout(RECEIVE_S):
+        return await anext(aiter(client.messages))
+
+
+async def nothing_more(client: aiomqtt.Client) -> list[str]:
+    """Topics of whatever reaches ``client`` within a short quiet period."""
+    got: list[str] = []
+    try:
+        async with asyncio.timeout(QUIET_S):
+            async for message in client.messages:
+                got.append(str(message.topic))
+    except TimeoutError:
+        pass
+    return got
+
+
+NATS_NODES = ("000.00.00.H49", "000.00.05.H49", "000.00.07.H41")
+"""The nodes the ``nats_cluster`` fixture serves: a province, a district under it, another."""
 
 
 @pytest.fixture(scope="session", name="broker_pki")
@@ -40,3 +81,15 @@ def broker_fixture(broker_pki: Pki, tmp_path: Path) -> Iterator[Broker]:
         yield instance
     finally:
         instance.kill()
+
+
+@pytest.fixture(scope="module", name="nats_cluster")
+def nats_cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A running three-member NATS cluster serving ``NATS_NODES``, for one test module."""
+    root = tmp_path_factory.mktemp("nats")
+    cluster = NatsCluster(Pki(root / "pki"), root, NATS_NODES, "lienthong-test")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()

@@ -13,34 +13,22 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
+from brokers import (  # noqa: F401 (fixtures)
+    Broker,
+    Pki,
+    broker_fixture,
+    broker_pki_fixture,
+    next_message,
+    nothing_more,
+)
 
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_text
+from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_acl, render_text
 from lienthong.transport.frames import inbox_filter, inbox_topic
 
 A = "000.00.00.H49"  # a province
 B = "000.00.05.H49"  # a district under it
 C = "000.00.07.H41"  # a district elsewhere
-RECEIVE_S = 10.0
-QUIET_S = 0.5
 CONNECT_S = 15.0
-
-
-async def _next(client: aiomqtt.Client) -> aiomqtt.Message:
-    async with asyncio.timeout(RECEIVE_S):
-        return await anext(aiter(client.messages))
-
-
-async def _nothing_more(client: aiomqtt.Client) -> list[str]:
-    """Topics of whatever reaches ``client`` within a short quiet period."""
-    got: list[str] = []
-    try:
-        async with asyncio.timeout(QUIET_S):
-            async for message in client.messages:
-                got.append(str(message.topic))
-    except TimeoutError:
-        pass
-    return got
 
 
 async def test_node_publishes_to_a_neighbours_inbox_and_it_arrives(broker: Broker) -> None:
@@ -48,7 +36,7 @@ async def test_node_publishes_to_a_neighbours_inbox_and_it_arrives(broker: Broke
     async with broker.client(B) as b, broker.client(A) as a:
         await b.subscribe(inbox_filter(B), qos=1)
         await a.publish(inbox_topic(B, A), b"frame", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
     assert str(message.topic) == inbox_topic(B, A)
     assert message.payload == b"frame"
 
@@ -62,11 +50,11 @@ async def test_node_cannot_read_another_nodes_inbox(broker: Broker) -> None:
         await c.subscribe(inbox_filter(C), qos=1)
         await a.publish(inbox_topic(B, A), b"for B only", qos=1)
         await a.publish(inbox_topic(C, A), b"for C", qos=1)
-        assert (await _next(b)).payload == b"for B only"
+        assert (await next_message(b)).payload == b"for B only"
         # Same publisher, same subscriber: had B's frame been delivered to C, it came first.
-        first = await _next(c)
+        first = await next_message(c)
         assert str(first.topic) == inbox_topic(C, A)
-        assert await _nothing_more(c) == []
+        assert await nothing_more(c) == []
 
 
 async def test_forged_sender_segment_gets_nothing_through(broker: Broker) -> None:
@@ -75,9 +63,9 @@ async def test_forged_sender_segment_gets_nothing_through(broker: Broker) -> Non
         await b.subscribe(inbox_filter(B), qos=1)
         await c.publish(inbox_topic(B, A), b"forged", qos=1)
         await c.publish(inbox_topic(B, C), b"genuine", qos=1)
-        message = await _next(b)
+        message = await next_message(b)
         assert (str(message.topic), message.payload) == (inbox_topic(B, C), b"genuine")
-        assert await _nothing_more(b) == []
+        assert await nothing_more(b) == []
 
 
 async def test_client_id_of_another_node_does_not_take_over_its_session(broker: Broker) -> None:
@@ -87,8 +75,8 @@ async def test_client_id_of_another_node_does_not_take_over_its_session(broker: 
         async with broker.client(C, identifier=B) as impostor:
             await impostor.subscribe(inbox_filter(B), qos=1)
             await a.publish(inbox_topic(B, A), b"still B's", qos=1)
-            assert (await _next(b)).payload == b"still B's"
-            assert await _nothing_more(impostor) == []
+            assert (await next_message(b)).payload == b"still B's"
+            assert await nothing_more(impostor) == []
 
 
 async def _connects(server: Broker, context: ssl.SSLContext) -> bool:
@@ -129,7 +117,7 @@ async def test_queued_frames_survive_a_broker_restart(broker: Broker) -> None:
         await a.publish(inbox_topic(B, A), b"while you were away", qos=1)
     broker.restart()
     async with broker.client(B, clean_session=False) as b:
-        message = await _next(b)
+        message = await next_message(b)
     assert message.payload == b"while you were away"
 
 
@@ -184,3 +172,32 @@ def test_listener_options_follow_the_listener_line(broker: Broker) -> None:
     log = broker.log()
     assert f"listen socket on port {broker.port}" in log
     assert "port 1883" not in log
+
+
+async def test_a_broker_for_its_members_grants_nothing_to_other_nodes(
+    broker_pki: Pki, tmp_path: Path
+) -> None:
+    """A broker whose ACL is written for its members (A and B) takes nothing from C, a node of
+    the same CA it does not serve: C's frame to B never arrives; A's, sent after it, does."""
+    confined = Broker(broker_pki, tmp_path / "confined", members=[A, B])
+    confined.start()
+    try:
+        async with confined.client(B) as b, confined.client(C) as c, confined.client(A) as a:
+            await b.subscribe(inbox_filter(B), qos=1)
+            await c.publish(inbox_topic(B, C), b"from a stranger", qos=1)
+            await a.publish(inbox_topic(B, A), b"from a member", qos=1)
+            message = await next_message(b)
+            assert (str(message.topic), message.payload) == (inbox_topic(B, A), b"from a member")
+            assert await nothing_more(b) == []
+    finally:
+        confined.kill()
+
+
+def test_member_acl_grants_each_member_its_own_topics_only() -> None:
+    """The rendered ACL names each member once with its two rules, and nothing for others."""
+    text = render_acl([B, A, A])
+    assert text.count("\nuser ") == 2
+    assert f"user {A}\ntopic write lienthong/v1/+/in/{A}\ntopic read lienthong/v1/{A}/in/#" in text
+    assert "pattern" not in text
+    with pytest.raises(ValueError, match="cannot name a broker user"):
+        render_acl(["a/b"])

@@ -47,6 +47,8 @@ def test_settings_are_read_and_converted() -> None:
         ),
         (MINIMAL + "store = 3\n", "node.store", "unknown key"),
         ('[store]\nretry = 1\n[node]\ncode = "000.00.12.H30"\n', "store.retry", "must be a table"),
+        (MINIMAL + '[links.parent]\nbrokers = ["mq2"]\n', "links.parent.brokers", "host:port"),
+        (MINIMAL + '[links.parent]\nengine = "rabbit"\n', "links.parent.engine", "mosquitto, nats"),
     ],
 )
 def test_errors_name_the_key_and_the_problem(text: str, key: str, words: str) -> None:
@@ -54,6 +56,18 @@ def test_errors_name_the_key_and_the_problem(text: str, key: str, words: str) ->
     with pytest.raises(ConfigError, match=words) as info:
         parse_config(text)
     assert info.value.key == key
+
+
+def test_a_link_lists_the_other_members_of_a_broker_cluster() -> None:
+    """``brokers`` adds addresses after host:port (host:port itself not twice), and ``engine``
+    names the broker program."""
+    config = parse_config(
+        MINIMAL + '[links.parent]\nhost = "mq1"\nport = 8883\nengine = "nats"\n'
+        'brokers = ["mq1:8883", "mq2:8883", "[fd00::3]:8884"]\n'
+    )
+    assert config.links.parent.alternates == (("mq2", 8883), ("fd00::3", 8884))
+    assert config.links.parent.engine == "nats"
+    assert parse_config(MINIMAL).links.parent.engine == "mosquitto"
 
 
 def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:

@@ -300,3 +300,16 @@ def test_topic_refuses_wildcards_in_codes() -> None:
         inbox_topic(R1, "+")
     with pytest.raises(ValueError, match="recipient node"):
         inbox_topic("a/b", R1)
+
+
+def test_hop_receipt_carries_the_receivers_time() -> None:
+    """A receipt may say when it was made (for the sender's clock skew); one without stays
+    valid; a time that is not a number is refused."""
+    receipt = HopReceipt("t-1", "a" * 64, at=1_800_000_000.25)
+    assert decode_frame(encode_frame(receipt)) == receipt
+    plain = HopReceipt("t-1", "a" * 64)
+    assert b'"at"' not in encode_frame(plain)
+    assert decode_frame(encode_frame(plain)) == plain
+    bad = encode_frame(receipt).replace(b'"at":1800000000.25', b'"at":"noon"')
+    with pytest.raises(FrameError, match="'at' is not a number"):
+        decode_frame(bad)

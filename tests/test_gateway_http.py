@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import os
 import time
 import tomllib
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ from lienthong.edxml.model import Organization
 from lienthong.gateway import Client, HashPolicy, Listener, make_app, serve
 from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor
-from lienthong.store import SqliteStore, Store
+from lienthong.store import PackageState, SqliteStore, Store
 from lienthong.trust import TrustStore
 
 NODE = "000.00.00.H49"
@@ -467,3 +468,33 @@ async def test_unix_socket_listener_serves_the_same_api(env: Env) -> None:
     finally:
         await listener.close()
     assert reply.ok, reply.desc
+
+
+async def test_a_document_corrupted_on_disk_is_not_served(env: Env) -> None:
+    """getEdoc of a delivered document whose file changed on disk answers a failure that says
+    so (never the bad bytes with Success), and the package is quarantined."""
+    pkg = new_edoc(
+        from_code=DEPT,
+        to_codes=[NODE],
+        subject="Bản quét lớn",
+        # Large enough to live in a file and not in the store's memory of recent packages.
+        attachments=[("scan.pdf", os.urandom(5 * 1024 * 1024), "application/pdf")],
+        today=dt.date.today(),
+        number="77",
+        notation="SNV-VP",
+    )
+    reply = await send(env.client(NOIVU), build(pkg))
+    assert reply.ok, reply.desc
+    recipient = env.client(TINH)
+    [row] = await received(recipient)
+    package_id = reply.json["DocId"]
+    path = env.tmp / "state" / "packages" / package_id[:2] / package_id
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    fetched = await recipient.get_edoc({"docId": row["docId"]})
+    assert not fetched.ok
+    assert fetched.json["data"] == ""
+    assert "corrupted on this node's disk" in fetched.desc
+    record = await env.store.get_package(package_id)
+    assert record.state == PackageState.QUARANTINED

@@ -8,11 +8,13 @@ Waits are bounded polls of the nodes' stores, never timed assertions.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from lienthong.devnet.network import Network, poll_until
 from lienthong.edxml import build, new_edoc, parse
 from lienthong.keyfiles import load_identity
 from lienthong.store.model import InboxEntry, Receipt
+from lienthong.transport.frames import encode_frame, inbox_topic, split_into_frames
 from lienthong.trust import sign_package
 
 TOPOLOGY = Path(__file__).resolve().parents[1] / "config" / "topologies" / "four-tier.toml"
@@ -448,3 +451,61 @@ def test_real_traffic_variants_cross_six_hops_byte_for_byte(net: Network, tmp_pa
     traced = net.lienthong(COMMUNE_B, "trace", axis)
     assert traced.returncode == 0, traced.stderr
     assert "SignerInfo: is missing [signer_info], accepted" in traced.stdout
+
+
+def test_a_frame_from_a_node_that_is_not_a_neighbour_is_dropped(net: Network) -> None:
+    """A province publishes through the national broker (which serves it) into the other
+    province's inbox: they are not neighbours (no peer link joins them), so the other province
+    drops the frame before storing it and says who sent it."""
+    document_id = f"{PROVINCE_A},{time.strftime('%Y/%m/%d')},913/UBND-VP"
+    data = build(
+        new_edoc(
+            from_code=PROVINCE_A,
+            to_codes=[PROVINCE_B],
+            subject="Gửi vượt tuyến",
+            attachments=[],
+            today=dt.date.today(),
+            number="913",
+            notation="UBND-VP",
+        )
+    )
+    frames = split_into_frames("f" * 32, "edoc", [PROVINCE_B], data, 64 * 1024)
+
+    async def inject() -> None:
+        # Another client id: the province's daemon keeps its own session on this broker.
+        async with net.brokers[NATIONAL].client(PROVINCE_A, identifier="intruder") as client:
+            for frame in frames:
+                payload = encode_frame(frame)
+                await client.publish(inbox_topic(PROVINCE_B, PROVINCE_A), payload, qos=1)
+
+    asyncio.run(inject())
+    wait_for(
+        "the province's refusal of the stranger's frame",
+        lambda: '"frame_from_stranger"' in net.nodes[PROVINCE_B].log(),
+        net,
+    )
+    line = next(x for x in net.nodes[PROVINCE_B].log().splitlines() if '"frame_from_stranger"' in x)
+    assert PROVINCE_A in line
+    assert not any(view.packages for view in net.views(document_id))
+
+
+def test_each_node_measures_its_neighbours_clock_from_their_receipts(
+    net: Network, tmp_path: Path
+) -> None:
+    """After a document has left, the sender's /metrics shows its parent's clock skew (the
+    same machine here, so within seconds), which `lienthong check` reports."""
+    send(net, COMMUNE_A, write_document(tmp_path, COMMUNE_A, [COMMUNE_B], "Giờ", "921"))
+    url = f"http://127.0.0.1:{net.nodes[COMMUNE_A].api_port}/metrics"
+
+    def skew() -> float | None:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode("utf-8")
+        for line in text.splitlines():
+            if line.startswith(f'lienthong_clock_skew_seconds{{neighbour="{DISTRICT_A}"}}'):
+                return float(line.split()[-1])
+        return None
+
+    wait_for("a hop receipt from the district", lambda: skew() is not None, net)
+    measured = skew()
+    assert measured is not None
+    assert abs(measured) < 5.0

@@ -89,7 +89,9 @@ async def test_package_passing_through_is_routed_unread_before_its_hop_receipt(
         assert routed == [[NEXT]]
         assert [(to, state) for to, _, state in link.published] == [(PEER, "routed")]
         receipt = decode_frame(link.published[0][1])
-        assert receipt == HopReceipt("t-transit", frames[0].sha256)
+        assert isinstance(receipt, HopReceipt)
+        assert (receipt.transfer_id, receipt.sha256) == ("t-transit", frames[0].sha256)
+        assert receipt.at is not None
         lease = await store.lease_transfer(NEXT, time.time() + 1)
         assert lease is not None
         assert (lease.recipients, lease.document_id) == ((FAR,), "7/UBND")

@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from lienthong.config import StoreSettings
 from lienthong.store import Lease, PackageMeta, SqliteStore
 from lienthong.transport.sender import HopSender, ReceiptWaiter
@@ -127,3 +129,40 @@ async def test_long_send_extends_its_lease_so_it_is_not_taken_again(tmp_path: Pa
         finally:
             sender.stop_taking()
             task.cancel()
+
+
+async def test_a_refused_receipt_is_named_in_the_failure(tmp_path: Path) -> None:
+    """When the only receipt that came names another digest, the failed attempt says so
+    rather than that no receipt came."""
+    receipts = ReceiptWaiter()
+    link = _UpLink()
+    async with SqliteStore(tmp_path / "state") as store:
+        data = b"<edXML/>"
+        meta = PackageMeta.for_bytes(data, "doc-1", "edoc", "000.00.00.H49", ["000.00.00.H41"])
+        package_id, _ = await store.put_package(data, meta, 1.0)
+        (tid,) = await store.enqueue(package_id, {NEIGHBOUR: ["000.00.00.H41"]}, 1.0)
+        sender = HopSender(
+            neighbour=NEIGHBOUR,
+            link=link,  # type: ignore[arg-type]
+            store=store,
+            receipts=receipts,
+            max_chunk=1024,
+            receipt_timeout=0.5,
+            window=1,
+            poll=3600.0,
+        )
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(sender.run())
+            try:
+                async with asyncio.timeout(60):
+                    while not link.published:  # noqa: ASYNC110 - polls the fake link
+                        await asyncio.sleep(0.01)
+                    receipts.arrived(tid, "0" * 64, NEIGHBOUR)
+                    while not any(e["event"] == "transfer_failed" for e in logs):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+            finally:
+                sender.stop_taking()
+                task.cancel()
+    (failed,) = [e for e in logs if e["event"] == "transfer_failed"]
+    assert failed["reason"].startswith("no matching hop receipt within 0.5 s")
+    assert f"names the digest {'0' * 64}, not {package_id}" in failed["reason"]

@@ -32,6 +32,10 @@ needs_mosquitto = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
     reason="mosquitto is not installed",
 )
+needs_nats = pytest.mark.skipif(
+    shutil.which("nats-server") is None and not Path("/usr/sbin/nats-server").exists(),
+    reason="nats-server is not installed",
+)
 
 
 def _synced() -> Check:
@@ -210,6 +214,39 @@ def test_broker_config_test_start_refuses_a_certificate_from_another_ca(
     (node.parent / "broker.key").write_bytes(server.key_pem())
     assert _broker_config(node, tmp_path) == 1
     assert "did not accept" in capsys.readouterr().err
+
+
+ROUTES = ("--route", "n1.example:6222", "--route", "n2.example:6222", "--route", "n3:6222")
+
+
+@needs_nats
+def test_broker_config_nats_writes_a_cluster_member_and_test_starts_it(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """broker-config --engine nats writes one member's nats-server.conf (routes to the three
+    members, a user per node of the directory with its permissions), starts it alone once, and
+    says how to start it."""
+    assert _broker_config(node, tmp_path, "--engine", "nats", "--name", "n1", *ROUTES) == 0
+    out = capsys.readouterr().out
+    assert "tested nats" in out
+    conf = (tmp_path / "broker" / "nats-server.conf").read_text(encoding="utf-8")
+    assert 'server_name: "n1"' in conf
+    assert '"nats-route://n3:6222"' in conf
+    for code in (PROVINCE, "000.00.05.H49"):
+        assert f'user: "CN={code}"' in conf
+        assert f'"lienthong.v1.*.in.{code.replace(".", "_")}"' in conf
+    assert str(tmp_path / "broker-state") in conf
+
+
+def test_broker_config_nats_wants_three_routes_and_mosquitto_none(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NATS member without the three members' routes, and --route for mosquitto, are refused
+    with what to give."""
+    assert _broker_config(node, tmp_path, "--engine", "nats", "--no-test") == 1
+    assert "three members" in capsys.readouterr().err
+    assert _broker_config(node, tmp_path, "--no-test", *ROUTES) == 1
+    assert "--route is for --engine nats" in capsys.readouterr().err
 
 
 def test_broker_config_refuses_a_node_without_children(

@@ -14,6 +14,7 @@ import pytest
 from lienthong.cli import main
 from lienthong.config import StoreSettings
 from lienthong.store import (
+    CorruptPackage,
     DatabaseLocked,
     DiskFull,
     IntakeBlocked,
@@ -407,3 +408,34 @@ async def test_extended_lease_is_not_taken_again(tmp_path: Path) -> None:
         assert again is not None
         assert again.attempt == 2
         assert await store.extend_lease(lease, T0 + 112) is None
+
+
+@pytest.mark.parametrize("size", [200, 64 * 1024], ids=["in-its-row", "in-a-file"])
+async def test_a_package_corrupted_on_disk_is_quarantined_never_read(
+    tmp_path: Path, size: int
+) -> None:
+    """A package whose stored bytes change (in its row or its file) is refused on the next
+    read: the package is quarantined and its transfer dead-lettered, each with the reason, the
+    journal still verifies, and no later read hands the bad bytes out."""
+    state = tmp_path / "state"
+    data, meta = pkg(7, size)
+    async with SqliteStore(state) as store:
+        package_id, _ = await store.put_package(data, meta, T0)
+        await store.enqueue(package_id, {"000.00.00.G22": ["x"]}, T0)
+    bad = data.replace(b"edXML", b"edXMl")
+    if size > 16 * 1024:
+        BlobDir(state / "packages").path(package_id).write_bytes(bad)
+    else:
+        with sqlite3.connect(state / "store.sqlite3") as db:
+            db.execute("UPDATE packages SET data = ? WHERE package_id = ?", (bad, package_id))
+    async with SqliteStore(state) as store:
+        for _ in range(2):
+            with pytest.raises(CorruptPackage, match="corrupted"):
+                await store.read_package(package_id)
+        record = await store.get_package(package_id)
+        assert record.state == PackageState.QUARANTINED
+        assert "hash to" in (record.reason or "")
+        (dead,) = await store.dead_letters()
+        assert dead.package_id == package_id
+        assert "corrupted" in dead.reason
+        assert (await store.journal_verify()).ok

@@ -66,14 +66,14 @@ def test_client_cert_is_an_agency_cert(ca: pki.CertifiedKey) -> None:
     assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
 
 
-def test_server_cert_has_sans_and_server_auth(ca: pki.CertifiedKey) -> None:
-    """A broker certificate carries DNS and IP SANs and serverAuth."""
+def test_server_cert_has_sans_and_server_and_client_auth(ca: pki.CertifiedKey) -> None:
+    """A broker certificate carries DNS and IP SANs, serverAuth and clientAuth (cluster routes)."""
     server = pki.issue_server(ca, "broker", hosts=("localhost", "127.0.0.1", "mq.example.vn"))
     san = _ext(server.certificate, x509.SubjectAlternativeName)
     assert san.get_values_for_type(x509.DNSName) == ["localhost", "mq.example.vn"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     eku = _ext(server.certificate, x509.ExtendedKeyUsage)
-    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
 def test_server_and_client_certs_load_into_ssl_contexts(

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     demo.add_argument("--once", action="store_true", help="run the flow, stop, exit 0 if OK")
     demo.add_argument("--dir", type=Path, metavar="DIR", help="folder to keep everything in")
+    demo.add_argument(
+        "--national-cluster",
+        action="store_true",
+        help="run the national broker as a three-member NATS cluster (nats-server)",
+    )
     demo.set_defaults(func=_demo)
 
     keys = sub.add_parser("keys", help="certificates and keys")
@@ -123,4 +128,6 @@ def _demo(args: argparse.Namespace) -> int:
     from lienthong.devnet.demo import run_demo  # the demo's imports are not needed elsewhere
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="lienthong-demo-"))
-    return run_demo(root.resolve(), once=args.once, out=sys.stdout)
+    return run_demo(
+        root.resolve(), once=args.once, out=sys.stdout, national_cluster=args.national_cluster
+    )

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import grp
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -99,7 +100,31 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="ADDRESS",
         help="default: every address",
     )
-    broker.add_argument("--user", default="mosquitto", help="the broker runs as this user")
+    broker.add_argument("--user", help="the broker runs as this user (default: mosquitto, or nats)")
+    broker.add_argument(
+        "--host",
+        metavar="NAME",
+        help="the name this broker's certificate carries (default links.children.host)",
+    )
+    cluster = broker.add_argument_group("a member of a NATS cluster (--engine nats)")
+    cluster.add_argument("--name", metavar="NAME", help="this member's name (default: host name)")
+    cluster.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="the cluster address of a member: give all three, this one's too",
+    )
+    cluster.add_argument(
+        "--cluster-port", type=int, default=6222, metavar="PORT", help="routes (default 6222)"
+    )
+    cluster.add_argument(
+        "--client-port",
+        type=int,
+        default=4222,
+        metavar="PORT",
+        help="the NATS protocol on loopback, unused by nodes (default 4222)",
+    )
     broker.add_argument(
         "--no-test", action="store_true", help="write the files, skip the test start"
     )
@@ -274,6 +299,10 @@ def _broker_config(args: argparse.Namespace) -> int:
             " nodes reach this node's broker at",
             key="links.children.host",
         )
+    engine = ENGINES[args.engine]
+    user = args.user or engine.user
+    if args.route and engine.name != "nats":
+        raise LienthongError("--route is for --engine nats: mosquitto runs alone")
     directory = load_directory(config)
     me = config.node.code
     children = tuple(sorted(n for n in directory.nodes if directory.node_parent(n) == me))
@@ -285,7 +314,7 @@ def _broker_config(args: argparse.Namespace) -> int:
     # enter /etc/lienthong (it holds the agency's key): they get a folder of their own.
     copies = _install_broker_files(
         out,
-        args.user,
+        user,
         {
             "ca.crt": link.cafile,
             "broker.crt": args.cert or folder / "broker.crt",
@@ -295,7 +324,7 @@ def _broker_config(args: argparse.Namespace) -> int:
     plan = BrokerPlan(
         node=me,
         children=children,
-        public_host=link.host,
+        public_host=args.host or link.host,
         port=link.port,
         bind=args.bind,
         cafile=copies["ca.crt"],
@@ -303,12 +332,15 @@ def _broker_config(args: argparse.Namespace) -> int:
         keyfile=copies["broker.key"],
         out_dir=out,
         persistence_dir=args.persistence.resolve(),
-        user=args.user,
+        user=user,
         message_size_limit=config.transfer.message_size_limit,
+        server_name=args.name or socket.gethostname().split(".")[0],
+        routes=tuple(args.route),
+        cluster_port=args.cluster_port,
+        client_port=args.client_port,
     )
-    engine = ENGINES[args.engine]
     for name, text in engine.files(plan).items():
-        _write_for(plan.out_dir / name, text.encode("utf-8"), args.user)
+        _write_for(plan.out_dir / name, text.encode("utf-8"), user)
         print(f"wrote  {plan.out_dir / name}")
     plan.persistence_dir.mkdir(parents=True, exist_ok=True)
     own_path(plan.persistence_dir, plan.user)
@@ -321,6 +353,12 @@ def _broker_config(args: argparse.Namespace) -> int:
             f" for {plan.public_host}"
         )
     print(f"child nodes that connect to it: {', '.join(children)}")
+    if engine.name == "nats":
+        print(
+            f"start it: nats-server -c {plan.out_dir / 'nats-server.conf'} as {user} on each"
+            f" member (MQTT on {plan.bind}:{plan.port}, routes on {plan.cluster_port})"
+        )
+        return 0
     print(f"start it: systemctl enable --now lienthong-broker (listens on {plan.bind}:{plan.port})")
     return 0
 

@@ -2,7 +2,8 @@
 
 Started on a free port of 127.0.0.1 and considered ready once it completes a TLS handshake;
 it can be stopped (SIGTERM: mosquitto saves its persistence), killed (SIGKILL) and started
-again on the same port and storage, for fault tests and the demo.
+again on the same port and storage, for fault tests and the demo. A member of a NATS cluster
+(:mod:`lienthong.devnet.natscluster`) is the same kind of process with another program.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import aiomqtt
 
 from lienthong.brokersetup import free_port, tls_probe
 from lienthong.devnet.pki import HOST, DevPki
-from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render
+from lienthong.transport.brokerconf import ACL_PATH, BrokerSettings, render, render_acl
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -32,38 +34,63 @@ PROBE_CODE = "000.00.99.H99"
 class Broker:
     """One mosquitto process with the tier config; ``start``/``stop``/``kill``/``restart``."""
 
-    def __init__(self, pki: DevPki, workdir: Path, port: int | None = None) -> None:
-        """Render the config into ``workdir``; the port is chosen now and kept on restarts."""
+    program = "mosquitto"
+    engine = "mosquitto"
+    """The broker engine, as ``[links.*] engine`` names it."""
+
+    def __init__(
+        self,
+        pki: DevPki,
+        workdir: Path,
+        port: int | None = None,
+        members: Iterable[str] | None = None,
+    ) -> None:
+        """Render the config into ``workdir``; the port is chosen now and kept on restarts.
+        ``members``: the only nodes the broker grants anything to (its ACL is then written
+        for them, :func:`render_acl`); None: the shipped ``acl.conf`` (every node of the CA)."""
+        self.members = None if members is None else tuple(members)
         self.pki = pki
         self.workdir = workdir
         self.port = port or free_port()
         self.host = HOST
         self.persistence_dir = workdir / "persistence"
         self.persistence_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / "mosquitto.log"
-        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / f"{self.program}.log"
+        self.config_path = workdir / f"{self.program}.conf"
+        self.config_path.write_text(self.render_config(), encoding="utf-8")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """``host:port`` of the broker (one; a cluster has several)."""
+        return [f"{self.host}:{self.port}"]
+
+    def render_config(self) -> str:
+        """The broker's configuration text (the tier template)."""
         settings = BrokerSettings(
             port=self.port,
-            cafile=pki.cafile,
-            certfile=pki.server_cert,
-            keyfile=pki.server_key,
-            acl_file=ACL_PATH,
+            cafile=self.pki.cafile,
+            certfile=self.pki.server_cert,
+            keyfile=self.pki.server_key,
+            acl_file=ACL_PATH if self.members is None else self.workdir / "acl.conf",
             persistence_dir=self.persistence_dir,
             bind_address=HOST,
             # Tests may run as root; mosquitto would otherwise switch to a user that cannot
             # read the test's files.
             user=_current_user(),
         )
-        self.config_path.write_text(render(settings), encoding="utf-8")
-        self.process: subprocess.Popen[bytes] | None = None
+        if self.members is not None:
+            acl = render_acl(self.members)
+            (self.workdir / "acl.conf").write_text(acl, encoding="utf-8")
+        return render(settings)
 
     def start(self) -> None:
-        """Start mosquitto and return once it completes a TLS handshake on its port."""
+        """Start the broker and return once it completes a TLS handshake on its port."""
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the broker is already running")
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config_path)],
+            [self.program, "-c", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -78,7 +105,7 @@ class Broker:
         while True:
             if self.process.poll() is not None:
                 code = self.process.returncode
-                raise RuntimeError(f"mosquitto exited with {code}:\n{self.log()}")
+                raise RuntimeError(f"{self.program} exited with {code}:\n{self.log()}")
             try:
                 tls_probe(self.host, self.port, context, timeout=1.0)
                 return
@@ -86,7 +113,7 @@ class Broker:
                 if time.monotonic() > deadline:
                     self.kill()
                     raise RuntimeError(
-                        f"mosquitto did not accept TLS on port {self.port}:\n{self.log()}"
+                        f"{self.program} did not accept TLS on port {self.port}:\n{self.log()}"
                     ) from None
                 time.sleep(0.05)
 
@@ -96,7 +123,7 @@ class Broker:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        """SIGTERM (mosquitto saves its persistence file), then SIGKILL if it hangs."""
+        """SIGTERM (the broker saves its persistence), then SIGKILL if it hangs."""
         if not self.running:
             return
         assert self.process is not None
@@ -123,7 +150,7 @@ class Broker:
         self.start()
 
     def log(self) -> str:
-        """What mosquitto has logged so far."""
+        """What the broker has logged so far."""
         with contextlib.suppress(FileNotFoundError):
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         return ""

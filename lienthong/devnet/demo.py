@@ -176,12 +176,16 @@ def _directory_update(net: Network, out: TextIO) -> None:
         raise DemoFailed(f"getAgenciesList at {SENDER} does not list {code}")
 
 
-def run_demo(root: Path, *, once: bool, out: TextIO) -> int:
-    """Run the demo under ``root``; 0 when every expected receipt arrived."""
+def run_demo(root: Path, *, once: bool, out: TextIO, national_cluster: bool = False) -> int:
+    """Run the demo under ``root``; 0 when every expected receipt arrived. With
+    ``national_cluster`` the national node's broker is a three-member NATS cluster."""
     _step(out, f"building a four-tier network in {root}")
-    net = Network(root, topology_text("four-tier"), overrides=SETTINGS)
+    net = Network(
+        root, topology_text("four-tier"), overrides=SETTINGS, national_cluster=national_cluster
+    )
     for code, broker in net.brokers.items():
-        print(f"  broker of {code}: mqtts://127.0.0.1:{broker.port}", file=out)
+        where = ", ".join(f"mqtts://{address}" for address in broker.addresses)
+        print(f"  broker of {code} ({broker.engine}): {where}", file=out)
     try:
         net.start()
         print(f"  {len(net.nodes)} daemons ready: {', '.join(net.nodes)}", file=out)

@@ -6,6 +6,10 @@ the ACL), and a config file for every node; it then starts real ``lienthong run`
 Each daemon gets its own ``NOTIFY_SOCKET``, so "ready" means what it means under systemd: the
 daemon said READY=1 once its store was open and its links were up.
 
+With ``national_cluster``, the national node's broker is a three-member NATS cluster
+(:class:`~lienthong.devnet.natscluster.NatsCluster`) and the links to it list all three
+members; the other tiers keep mosquitto.
+
 Everything lives under one folder (``root``): ``pki/``, ``brokers/<code>/``,
 ``nodes/<code>/lienthong.toml`` with the node's ``state/`` and ``daemon.log``, and
 ``directory.toml``.
@@ -30,6 +34,7 @@ from typing import TypeVar
 from lienthong.brokersetup import free_port
 from lienthong.devnet.axis_client import AxisClient
 from lienthong.devnet.broker import Broker
+from lienthong.devnet.natscluster import NatsCluster
 from lienthong.devnet.pki import HOST, DevPki
 from lienthong.directory import Directory
 from lienthong.resources import shipped_dir
@@ -212,11 +217,13 @@ class Network:
         *,
         key_type: KeyType = "rsa",
         overrides: Mapping[str, Mapping[str, object]] | None = None,
+        national_cluster: bool = False,
     ) -> None:
         """Write the PKI, broker configs and node configs; start nothing yet.
 
         ``overrides`` are extra settings for every node's config, by section (for example
-        ``{"transfer": {"receipt_timeout_s": 5}}``).
+        ``{"transfer": {"receipt_timeout_s": 5}}``). ``national_cluster``: the national
+        node's broker is a NATS cluster.
         """
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -231,7 +238,23 @@ class Network:
             for node in self.directory.nodes
             if (parent := self.directory.node_parent(node)) is not None
         }
-        self.brokers = {code: Broker(self.pki, root / "brokers" / code) for code in sorted(parents)}
+        # Each broker grants rights only to its own node and that node's children.
+        served = {
+            code: [n for n in self.directory.nodes if self.directory.node_parent(n) == code]
+            for code in parents
+        }
+        self.brokers: dict[str, Broker | NatsCluster] = {
+            code: Broker(self.pki, root / "brokers" / code, members=[code, *served[code]])
+            for code in sorted(parents)
+        }
+        national = self.directory.national
+        if national_cluster and national in self.brokers:
+            self.brokers[national] = NatsCluster(
+                self.pki,
+                root / "brokers" / national,
+                [national, *served[national]],
+                "lienthong-national",
+            )
         self.nodes = {
             code: NodeProcess(code, root / "nodes" / code) for code in sorted(self.directory.nodes)
         }
@@ -271,8 +294,15 @@ class Network:
             config.setdefault(section, {}).update(values)
         return config
 
-    def _link(self, broker: Broker) -> dict[str, object]:
-        return {"host": HOST, "port": broker.port, "cafile": str(self.pki.cafile)}
+    def _link(self, broker: Broker | NatsCluster) -> dict[str, object]:
+        first, *others = broker.addresses
+        host, port = first.rsplit(":", 1)
+        link: dict[str, object] = {"host": host, "port": int(port), "cafile": str(self.pki.cafile)}
+        if others:
+            link["brokers"] = others
+        if broker.engine != "mosquitto":
+            link["engine"] = broker.engine
+        return link
 
     def start(self, codes: Iterable[str] | None = None) -> None:
         """Start every broker, then the given nodes (all by default), and wait until ready."""

@@ -66,9 +66,10 @@ from lienthong.gateway.connections import (
 from lienthong.gateway.firsts import FirstResults
 from lienthong.keyfiles import read_file
 from lienthong.logs import get_logger
-from lienthong.processing import Processor, SubmissionRefused, Submitted, file_digest
+from lienthong.processing import Processor, SubmissionRefused, Submitted
 from lienthong.routing import split_by_next_hop
-from lienthong.store import ConcurrentChange, IllegalTransition, Store, UnknownId
+from lienthong.store import ConcurrentChange, CorruptPackage, IllegalTransition, Store, UnknownId
+from lienthong.store.blobs import file_digest
 from lienthong.store.model import InboxEntry
 from lienthong.xmlwork import off_loop
 
@@ -483,7 +484,16 @@ class Gateway:
         """The package of inbox entry ``docId``, base64 (streamed); retrieval is acknowledged
         apart."""
         entry = await self._entry(auth, axis.required(auth, "docId"))
-        return {"data": Base64(await self._stored(entry.package_id))}
+        try:
+            data = await self._stored(entry.package_id)
+        except CorruptPackage as exc:
+            _log.error("package_corrupted", package_id=entry.package_id, reason=str(exc))
+            raise AxisError(
+                ErrorCode.UNAVAILABLE,
+                f"received document {entry.entry_id} is corrupted on this node's disk and was"
+                " quarantined; the node's operator is told; ask its sender to send it again",
+            ) from exc
+        return {"data": Base64(data)}
 
     async def _stored(self, package_id: str) -> bytes | Path:
         """A stored package: its file to read in pieces, or its bytes when it is small."""

@@ -103,7 +103,7 @@ class Snapshot:
 def _link_row(name: str, link: Link) -> LinkRow:
     return LinkRow(
         name,
-        f"{link.settings.host}:{link.settings.port}",
+        link.where,
         link.state,
         link.since,
         link.last_error,

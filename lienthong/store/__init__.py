@@ -7,6 +7,7 @@ folder).
 from lienthong.store.base import Store
 from lienthong.store.errors import (
     ConcurrentChange,
+    CorruptPackage,
     DatabaseLocked,
     DigestMismatch,
     DiskFull,
@@ -31,6 +32,7 @@ from lienthong.store.sqlite import SqliteStore
 
 __all__ = [
     "ConcurrentChange",
+    "CorruptPackage",
     "DatabaseLocked",
     "DigestMismatch",
     "DiskFull",

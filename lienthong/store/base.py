@@ -95,7 +95,8 @@ class Store(Protocol):
     async def package_file(self, package_id: str) -> Path | None:
         """The file holding a stored package, to read in pieces (it never changes while the
         package is stored), or None when the package is small enough to read whole with
-        :meth:`read_package`; :class:`UnknownId` if there is none."""
+        :meth:`read_package`; :class:`UnknownId` if there is none. The file is checked against
+        the package's digest first, as :meth:`read_package` checks what it reads."""
         ...
 
     async def collect_orphans(self) -> int:

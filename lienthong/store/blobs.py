@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -67,6 +68,13 @@ def _create(tmp: Path, data: bytes | Path, sync: bool) -> None:
             _datasync(fd)
     finally:
         os.close(fd)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """The sha256 (hex) and size of a file, read in pieces."""
+    with path.open("rb") as source:
+        digest = hashlib.file_digest(source, "sha256")
+        return digest.hexdigest(), source.tell()
 
 
 def _temp_name(path: Path) -> Path:

@@ -7,6 +7,7 @@ from lienthong.store.lifecycle import ConcurrentChange, IllegalTransition
 
 __all__ = [
     "ConcurrentChange",
+    "CorruptPackage",
     "DatabaseLocked",
     "DigestMismatch",
     "DiskFull",
@@ -36,6 +37,11 @@ class IntakeBlocked(StoreTransientError):
 
 class DigestMismatch(PeerInputError):
     """The package bytes do not match the sha256 or size they were announced with."""
+
+
+class CorruptPackage(LienthongError):
+    """A stored package's bytes no longer match its id (their sha256): the disk changed them.
+    The store has quarantined the package and dead-lettered its transfers with the reason."""
 
 
 class WrongPeer(PeerInputError):

@@ -89,12 +89,14 @@ PACKAGE_TRANSITIONS: Mapping[PackageState, frozenset[PackageState]] = {
     _P.RECEIVED: frozenset({_P.STORED, _P.QUARANTINED}),
     _P.STORED: frozenset({_P.VERIFIED, _P.ROUTED, _P.QUARANTINED, _P.EXPIRED}),
     _P.VERIFIED: frozenset({_P.DELIVERED, _P.ROUTED, _P.QUARANTINED, _P.EXPIRED}),
-    _P.ROUTED: frozenset({_P.DONE, _P.EXPIRED}),
+    # A package whose bytes on disk no longer match its id (its sha256) is quarantined from
+    # whatever state it is in: it is never sent or served again.
+    _P.ROUTED: frozenset({_P.DONE, _P.EXPIRED, _P.QUARANTINED}),
     # Delivered here, then forwarded for its recipients elsewhere.
-    _P.DELIVERED: frozenset({_P.DONE, _P.ROUTED}),
-    _P.EXPIRED: frozenset({_P.STORED, _P.ROUTED, _P.DONE}),
+    _P.DELIVERED: frozenset({_P.DONE, _P.ROUTED, _P.QUARANTINED}),
+    _P.EXPIRED: frozenset({_P.STORED, _P.ROUTED, _P.DONE, _P.QUARANTINED}),
     _P.QUARANTINED: frozenset(),
-    _P.DONE: frozenset(),
+    _P.DONE: frozenset({_P.QUARANTINED}),
 }
 
 TRANSFER_TRANSITIONS: Mapping[TransferState, frozenset[TransferState]] = {

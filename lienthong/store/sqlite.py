@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 import sqlite3
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +52,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from lienthong.config import StoreSettings
 from lienthong.logs import get_logger
 from lienthong.store import retry
-from lienthong.store.blobs import BlobDir, write_durably
+from lienthong.store.blobs import BlobDir, file_digest, write_durably
 from lienthong.store.errors import (
+    CorruptPackage,
     DatabaseLocked,
     DigestMismatch,
     DiskFull,
@@ -676,21 +679,29 @@ class SqliteStore:
         recent = self._recent.get(package_id)
         if recent is not None:
             return recent
-        inline = await self._inline_data(package_id)
-        return (
-            inline
-            if inline is not None
-            else await self._read(lambda db: self.blobs.read(package_id))
-        )
+        data = await self._inline_data(package_id)
+        if data is None:
+            data = await self._read(lambda db: self.blobs.read(package_id))
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != package_id:
+            await self._quarantine_corrupt(package_id, digest)
+        return data
 
     async def package_file(self, package_id: str) -> Path | None:
         """The file of a stored package, or None when it is small enough to read whole with
         :meth:`read_package` (it lives in its row, or was stored lately and is in memory). The
-        file never changes while its row exists."""
+        file is hashed first: one that no longer matches its id is quarantined as
+        :meth:`read_package` does (:class:`CorruptPackage`)."""
         if package_id in self._recent:
             return None
-        inline = await self._inline_data(package_id)
-        return self.blobs.path(package_id) if inline is None else None
+        if await self._inline_data(package_id) is not None:
+            return None
+        path = self.blobs.path(package_id)
+        # Checked as read_package checks what it reads: one pass over the file, in pieces.
+        digest = (await asyncio.to_thread(file_digest, path))[0]
+        if digest != package_id:
+            await self._quarantine_corrupt(package_id, digest)
+        return path
 
     async def _inline_data(self, package_id: str) -> bytes | None:
         """The package's bytes when they live in its row, None when it has a file."""
@@ -704,6 +715,33 @@ class SqliteStore:
             return None if row[0] is None else bytes(row[0])
 
         return await self._read(read)
+
+    async def _quarantine_corrupt(self, package_id: str, digest: str) -> NoReturn:
+        """Quarantine a package whose stored bytes hash to ``digest``, not to its id, and
+        dead-letter its transfers, all with the reason; then raise :class:`CorruptPackage`."""
+        reason = (
+            f"the stored package is corrupted: its bytes hash to {digest}, not to its id"
+            f" {package_id}; it is never sent or served again (ask its sender for it anew)"
+        )
+
+        def op(tx: _Tx) -> None:
+            row = tx.one("SELECT state FROM packages WHERE package_id = ?", (package_id,))
+            if row is None or row[0] == PackageState.QUARANTINED:
+                return
+            now = time.time()
+            tx.move(
+                "package", package_id, PackageState.QUARANTINED, now, reason, {"reason": reason}
+            )
+            for (tid,) in tx.all(
+                "SELECT transfer_id FROM transfers WHERE package_id = ?"
+                " AND state IN ('queued', 'in_flight')",
+                (package_id,),
+            ):
+                sets = {"last_error": reason, "lease_token": None}
+                tx.move("transfer", tid, TransferState.DEAD, now, reason, sets)
+
+        await self._write(op)
+        raise CorruptPackage(reason)
 
     async def collect_orphans(self) -> int:
         """Remove package files no row names (left by a crash between a file and its commit);
@@ -817,28 +855,19 @@ class SqliteStore:
                 {"lease_token": None},
             )
             since = row["since"] if row["state"] == TransferState.QUEUED else now
-            created: dict[str, str] = {}
-            for hop, recipients in hops.items():
-                tid = uuid.uuid4().hex
-                tx.run(
-                    "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-                    " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        tid,
-                        pid,
-                        hop,
-                        json.dumps(list(recipients)),
-                        TransferState.QUEUED.value,
-                        row["created_at"],
-                        since,
-                        now,
-                        now,
-                    ),
+            created = {
+                hop: _queue_transfer(
+                    tx,
+                    pid,
+                    hop,
+                    recipients,
+                    now,
+                    f"to {hop}, re-routed {old}",
+                    created_at=row["created_at"],
+                    since=since,
                 )
-                tx.log(
-                    now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}, re-routed {old}"
-                )
-                created[hop] = tid
+                for hop, recipients in hops.items()
+            }
             delivered = []
             for recipient in local:
                 added = tx.run(
@@ -1487,27 +1516,43 @@ def _insert_package(
 def _route(tx: _Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: float) -> list[str]:
     """Move the package to routed and queue one transfer per next hop; their ids."""
     tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
-    ids = []
-    for hop, recipients in hops.items():
-        tid = uuid.uuid4().hex
-        tx.run(
-            "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
-            " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                tid,
-                package_id,
-                hop,
-                json.dumps(list(recipients)),
-                TransferState.QUEUED.value,
-                now,
-                now,
-                now,
-                now,
-            ),
-        )
-        tx.log(now, "transfer", tid, None, TransferState.QUEUED, f"to {hop}")
-        ids.append(tid)
-    return ids
+    return [
+        _queue_transfer(tx, package_id, hop, recipients, now, f"to {hop}")
+        for hop, recipients in hops.items()
+    ]
+
+
+def _queue_transfer(
+    tx: _Tx,
+    package_id: str,
+    hop: str,
+    recipients: Sequence[str],
+    now: float,
+    detail: str,
+    *,
+    created_at: float | None = None,
+    since: float | None = None,
+) -> str:
+    """Insert one queued transfer of ``package_id`` to ``hop`` (due now), journaled; its id.
+    ``created_at`` and ``since`` default to ``now`` (a re-routed transfer keeps its age)."""
+    tid = uuid.uuid4().hex
+    tx.run(
+        "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
+        " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            tid,
+            package_id,
+            hop,
+            json.dumps(list(recipients)),
+            TransferState.QUEUED.value,
+            now if created_at is None else created_at,
+            now if since is None else since,
+            now,
+            now,
+        ),
+    )
+    tx.log(now, "transfer", tid, None, TransferState.QUEUED, detail)
+    return tid
 
 
 def _due_transfer(tx: _Tx, next_hop: str | None, now: float) -> sqlite3.Row | None:

@@ -8,6 +8,7 @@ from wherever the operator keeps it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ __all__ = [
     "TEMPLATE_PATH",
     "BrokerSettings",
     "render",
+    "render_acl",
     "render_text",
 ]
 
@@ -83,6 +85,32 @@ class BrokerSettings:
         out["MAX_QUEUED_BYTES"] = str(self.max_queued_bytes)
         out["MAX_INFLIGHT_MESSAGES"] = str(self.max_inflight_messages)
         return out
+
+
+def render_acl(members: Iterable[str]) -> str:
+    """The ACL of a tier broker that serves only ``members``: the node that runs it and its
+    child nodes (peers under it are among them).
+
+    The same rights as ``acl.conf`` (publish only as oneself, read only one's own inbox), but
+    granted per user, so a certificate of the same CA that belongs to no member (a commune
+    trying the national broker) connects to nothing it may use: no user, no right."""
+    codes = sorted(set(members))
+    for code in codes:
+        if not code or any(c.isspace() or c in "+#/" for c in code):
+            raise ValueError(f"{code!r} cannot name a broker user")
+    lines = [
+        "# lienthong broker ACL for the nodes this broker serves (written by lienthong).",
+        "# A node publishes only with its own code as the sender segment and reads only its",
+        "# own inbox; a client whose certificate names no node below is granted nothing.",
+    ]
+    for code in codes:
+        lines += [
+            "",
+            f"user {code}",
+            f"topic write lienthong/v1/+/in/{code}",
+            f"topic read lienthong/v1/{code}/in/#",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def render_text(template: str, settings: BrokerSettings) -> str:

@@ -14,7 +14,8 @@ smaller, so a transfer of at most ``max_size`` bytes has at most ``max_chunks(ma
 Everything malformed raises :class:`FrameError`, a :class:`~lienthong.errors.PeerInputError`:
 the sender's fault, never retried.
 
-Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``.
+Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``, the codes written with the
+broker engine's stand-in for a dot (:data:`TOPIC_DOT`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_PACKAGE",
     "HEADER_RESERVE",
     "MIN_CHUNK",
+    "TOPIC_DOT",
     "FrameError",
     "HopReceipt",
     "Outgoing",
@@ -60,6 +62,10 @@ DEFAULT_MAX_PACKAGE = 2 * 1024 * 1024 * 1024
 """The default ``transfer.max_package_bytes``."""
 MIN_CHUNK = 1024
 """Smallest chunk :func:`max_chunk_for` gives; bounds the chunk count of a transfer."""
+TOPIC_DOT = {"mosquitto": ".", "nats": "_"}
+"""What stands for the dots of agency codes in topics, per broker engine. nats-server 2.9 maps
+MQTT's ``/`` to its own ``.`` separator and refuses a ``.`` in a topic (it closes the
+connection), so codes travel there with ``_``, which no agency code contains."""
 
 Kind = Literal["edoc", "status"]
 _KINDS: frozenset[str] = frozenset({"edoc", "status"})
@@ -72,7 +78,7 @@ _TRANSFER_LABELS = ("document", "origin")
 """Optional transfer header fields: the DocumentId and the sending agency, as the sender read
 them. Labels for logs and traces on the way; never trusted for a decision."""
 MAX_LABEL = 256
-_RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status"})
+_RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status", "at"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -147,17 +153,22 @@ class TransferFrame:
 
 @dataclass(frozen=True, slots=True)
 class HopReceipt:
-    """The next hop has durably stored transfer ``transfer_id`` with digest ``sha256``."""
+    """The next hop has durably stored transfer ``transfer_id`` with digest ``sha256``;
+    ``at`` is its wall clock when it said so (seconds since the epoch), from which the sender
+    learns how far the two clocks differ (None from a node that does not say)."""
 
     transfer_id: str
     sha256: str
     status: Literal["stored"] = "stored"
+    at: float | None = None
 
     def __post_init__(self) -> None:
         _check_transfer_id(self.transfer_id)
         _check_sha256(self.sha256)
         if self.status != "stored":
             raise FrameError(f"hop receipt status {self.status!r} is not 'stored'")
+        if self.at is not None and not (isinstance(self.at, int | float) and 0 < self.at < 1e11):
+            raise FrameError(f"hop receipt time {self.at!r} is not a time in seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +234,8 @@ def encode_frame(frame: Frame) -> bytes:
             "sha256": frame.sha256,
             "status": frame.status,
         }
+        if frame.at is not None:
+            header["at"] = round(frame.at, 3)
     line = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return line + b"\n" + payload
 
@@ -270,10 +283,14 @@ def decode_frame(data: bytes) -> Frame:
         _refuse_unknown(header, _RECEIPT_KEYS)
         if payload:
             raise FrameError(f"a hop receipt carries {len(payload)} unexpected payload bytes")
+        at = header.get("at")
+        if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
+            raise FrameError("frame header field 'at' is not a number")
         return HopReceipt(
             _field(header, "transfer", str),
             _field(header, "sha256", str),
             _field(header, "status", str),
+            None if at is None else float(at),
         )
     if kind != "transfer":
         raise FrameError(f"frame type {kind!r} is neither 'transfer' nor 'receipt'")
@@ -400,30 +417,37 @@ def split_into_frames(
 # -- topics ----------------------------------------------------------------------------------
 
 
-def _topic_code(code: str, role: str) -> str:
+def _topic_code(code: str, role: str, dot: str) -> str:
     problem = code_problem(code)
     if problem is not None:
         raise ValueError(f"{role} of a topic: {problem}")
-    return code
+    return code.replace(".", dot)
 
 
-def inbox_topic(to: str, from_: str) -> str:
-    """The topic node ``from_`` publishes to for node ``to``: ``lienthong/v1/<to>/in/<from>``."""
-    return f"{TOPIC_PREFIX}/{_topic_code(to, 'recipient node')}/in/{_topic_code(from_, 'sender')}"
+def inbox_topic(to: str, from_: str, *, dot: str = ".") -> str:
+    """The topic node ``from_`` publishes to for node ``to``: ``lienthong/v1/<to>/in/<from>``.
+
+    ``dot`` is what stands for the dots of the codes (see :data:`TOPIC_DOT`).
+    """
+    recipient = _topic_code(to, "recipient node", dot)
+    return f"{TOPIC_PREFIX}/{recipient}/in/{_topic_code(from_, 'sender', dot)}"
 
 
-def inbox_filter(me: str) -> str:
+def inbox_filter(me: str, *, dot: str = ".") -> str:
     """The subscription that reads every frame sent to node ``me``."""
-    return f"{TOPIC_PREFIX}/{_topic_code(me, 'node')}/in/+"
+    return f"{TOPIC_PREFIX}/{_topic_code(me, 'node', dot)}/in/+"
 
 
-def parse_topic(topic: str) -> tuple[str, str]:
-    """``(to, from_)`` of an inbox topic, or :class:`FrameError` when it is not one."""
+def parse_topic(topic: str, *, dot: str = ".") -> tuple[str, str]:
+    """``(to, from_)`` of an inbox topic written with ``dot``, or :class:`FrameError`."""
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[3] != "in":
         raise FrameError(f"topic {topic!r} is not of the form {TOPIC_PREFIX}/<to>/in/<from>")
-    for code in (parts[2], parts[4]):
+    codes = []
+    for segment in (parts[2], parts[4]):
+        code = segment if dot == "." else segment.replace(".", " ").replace(dot, ".")
         problem = code_problem(code)
         if problem is not None:
             raise FrameError(f"topic {topic!r}: {problem}")
-    return parts[2], parts[4]
+        codes.append(code)
+    return codes[0], codes[1]

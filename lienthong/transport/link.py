@@ -9,6 +9,12 @@ waits a capped, jittered exponential delay and connects again, forever, until ca
 A frame on a topic that is not an inbox topic of ``me`` with an agency code as sender is logged
 (``frame_unexpected_topic``) and skipped.
 
+A link may know several addresses of one broker (the members of a cluster, ``alternates``
+after ``host:port``): each failed or dropped connection moves it to the next address, round
+and round, with the same client id and ``clean_session=False``, so the session the cluster
+keeps is taken up wherever the link lands. ``engine`` says which broker program it talks to;
+the topic form follows it (``frames.TOPIC_DOT``).
+
 What a link does not promise, by design (see DESIGN.md section 3):
 
 - aiomqtt 2.x acknowledges a QoS 1 frame (PUBACK) as soon as it arrives and queues it in the
@@ -45,7 +51,13 @@ import aiomqtt
 from lienthong.backoff import Backoff
 from lienthong.errors import TransientError
 from lienthong.logs import get_logger
-from lienthong.transport.frames import FrameError, inbox_filter, inbox_topic, parse_topic
+from lienthong.transport.frames import (
+    TOPIC_DOT,
+    FrameError,
+    inbox_filter,
+    inbox_topic,
+    parse_topic,
+)
 from lienthong.transport.readgate import ReadGate
 
 __all__ = ["Link", "LinkDown", "LinkSettings", "LinkState", "OnMessage"]
@@ -74,6 +86,8 @@ class LinkSettings:
     this node's client certificate (CN = node code) and key. ``connect_timeout`` bounds the
     wait for the broker's CONNACK and SUBACK (TCP connect and TLS handshake have the client
     library's own 5 s bound); ``publish_timeout`` bounds the wait for a PUBACK.
+    ``alternates`` are more ``(host, port)`` addresses of the same broker, tried in turn after
+    ``host:port``; ``engine`` is a key of ``frames.TOPIC_DOT``.
     """
 
     name: str
@@ -88,14 +102,24 @@ class LinkSettings:
     backoff_jitter: float = 0.2
     connect_timeout: float = 10.0
     publish_timeout: float = 10.0
+    alternates: tuple[tuple[str, int], ...] = ()
+    engine: str = "mosquitto"
 
     def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"link {self.name}: port {self.port} is not between 1 and 65535")
+        for _, port in self.addresses:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"link {self.name}: port {port} is not between 1 and 65535")
+        if self.engine not in TOPIC_DOT:
+            raise ValueError(f"link {self.name}: unknown broker engine {self.engine!r}")
         if self.keepalive < 1:
             raise ValueError(f"link {self.name}: keepalive must be at least 1 second")
         if not (self.connect_timeout > 0 and self.publish_timeout > 0):
             raise ValueError(f"link {self.name}: timeouts must be greater than 0")
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every address of the broker, ``host:port`` first."""
+        return ((self.host, self.port), *self.alternates)
 
     def tls_context(self) -> ssl.SSLContext:
         """A client TLS context trusting ``cafile`` and presenting this node's certificate.
@@ -172,6 +196,19 @@ class Link:
         self.last_error: str | None = None
         self.connects = 0
         self._phase = "connect"
+        self._dot = TOPIC_DOT[settings.engine]
+        self._address = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The broker address the link is connected or connecting to."""
+        return self.settings.addresses[self._address]
+
+    @property
+    def where(self) -> str:
+        """:attr:`address` as ``host:port``, for people."""
+        host, port = self.address
+        return f"{host}:{port}"
 
     @property
     def attempts(self) -> int:
@@ -179,13 +216,8 @@ class Link:
         return self._backoff.attempt
 
     def _context(self) -> dict[str, Any]:
-        settings = self.settings
-        return {
-            "link": settings.name,
-            "node": self.me,
-            "host": settings.host,
-            "port": settings.port,
-        }
+        host, port = self.address
+        return {"link": self.settings.name, "node": self.me, "host": host, "port": port}
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
@@ -224,6 +256,8 @@ class Link:
                         reason = f"{reason} ({client_error})"
                 finally:
                     self._client = None
+                # The next attempt goes to the next member: the one that failed may be gone.
+                self._address = (self._address + 1) % len(self.settings.addresses)
                 delay = self._backoff.next_delay()
                 self.last_error = reason
                 self._set_state("down")
@@ -239,9 +273,10 @@ class Link:
     async def _session(self) -> NoReturn:
         """One connection, from CONNECT to the error that ends it."""
         settings = self.settings
+        host, port = self.address
         client = aiomqtt.Client(
-            settings.host,
-            settings.port,
+            host,
+            port,
             identifier=self.me,
             clean_session=False,
             keepalive=settings.keepalive,
@@ -255,7 +290,7 @@ class Link:
         client.pending_calls_threshold = _PENDING_CALLS_WARNING
         async with client:
             self._phase = "subscribe"
-            granted = await client.subscribe(inbox_filter(self.me), qos=1)
+            granted = await client.subscribe(inbox_filter(self.me, dot=self._dot), qos=1)
             # paho gives ReasonCode objects (MQTT 3.1.1 granted QoS in ``.value``); 0x80 = refused.
             if any(getattr(code, "value", code) >= _SUBACK_FAILURE for code in granted):
                 raise aiomqtt.MqttError(f"the broker refused the subscription to {self.me}'s inbox")
@@ -275,7 +310,7 @@ class Link:
         topic = str(message.topic)
         payload = message.payload
         try:
-            to, sender = parse_topic(topic)
+            to, sender = parse_topic(topic, dot=self._dot)
             if to != self.me:
                 raise FrameError(f"topic {topic!r} is another node's inbox")
         except FrameError as exc:
@@ -309,11 +344,11 @@ class Link:
         its PUBACK does not come within ``publish_timeout``. ``ValueError`` if ``to`` is not an
         agency code.
         """
-        topic = inbox_topic(to, self.me)
+        topic = inbox_topic(to, self.me, dot=self._dot)
         client = self._client
         if client is None or self.state != "up":
             raise LinkDown(
-                f"link {self.settings.name} ({self.settings.host}:{self.settings.port}) is"
+                f"link {self.settings.name} ({self.where}) is"
                 f" {self.state}: {self.last_error or 'not connected yet'}"
             )
         try:

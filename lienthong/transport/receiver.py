@@ -154,7 +154,9 @@ class Receiver:
 
     async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
         # The sender goes on at once; the store records the receipt with others in one commit.
-        self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender)
+        if self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender) and receipt.at:
+            # Read late by the receipt's transit (milliseconds): fine for minutes of drift.
+            self.metrics.clock_skew(sender, receipt.at - time.time())
         try:
             await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock(), by=sender)
         except LienthongError as exc:
@@ -268,7 +270,8 @@ class Receiver:
                 self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
                 return
-            receipt = encode_frame(HopReceipt(package.transfer_id, meta.sha256))
+            # The wall clock, not the injected one: the sender compares it with its own.
+            receipt = encode_frame(HopReceipt(package.transfer_id, meta.sha256, at=time.time()))
             try:
                 await link.publish(sender, receipt)
                 self.metrics.bytes_out(sender, len(receipt))

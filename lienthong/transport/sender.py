@@ -25,7 +25,7 @@ import structlog
 
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
-from lienthong.store import Lease, Store
+from lienthong.store import CorruptPackage, Lease, Store
 from lienthong.transport.frames import Outgoing, TransferFrame, encode_frame
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.tasks import TaskSet
@@ -43,6 +43,7 @@ class ReceiptWaiter:
 
     def __init__(self) -> None:
         self._waiting: dict[str, tuple[asyncio.Future[None], str, str]] = {}
+        self._refused: dict[str, str] = {}
 
     def expect(self, transfer_id: str, sha256: str, neighbour: str) -> asyncio.Future[None]:
         """A future resolved when ``neighbour``'s receipt for ``transfer_id`` with ``sha256``
@@ -55,7 +56,20 @@ class ReceiptWaiter:
         """Wake the sender waiting for ``transfer_id`` when the receipt matches what was sent;
         False if none was waiting for it (or it does not match)."""
         waiting = self._waiting.get(transfer_id)
-        if waiting is None or (waiting[1], waiting[2]) != (sha256, by):
+        if waiting is None:
+            return False
+        _, sent, neighbour = waiting
+        if by != neighbour:
+            self._refused[transfer_id] = (
+                f"a hop receipt for it came from {by}, not from {neighbour} it was sent to,"
+                " and was refused"
+            )
+            return False
+        if sha256 != sent:
+            self._refused[transfer_id] = (
+                f"the hop receipt from {by} names the digest {sha256}, not {sent} that was"
+                " sent, and was refused"
+            )
             return False
         future = self._waiting.pop(transfer_id)[0]
         if future.done():
@@ -63,12 +77,17 @@ class ReceiptWaiter:
         future.set_result(None)
         return True
 
+    def refused(self, transfer_id: str) -> str | None:
+        """Why a receipt that came for ``transfer_id`` was refused, if one was."""
+        return self._refused.get(transfer_id)
+
     def forget(self, transfer_id: str, future: asyncio.Future[None]) -> None:
         """Stop waiting with ``future`` for ``transfer_id`` (sent, failed or cancelled); a
         newer wait for the same transfer (taken again after its lease ran out) stays."""
         waiting = self._waiting.get(transfer_id)
         if waiting is not None and waiting[0] is future:
             del self._waiting[transfer_id]
+            self._refused.pop(transfer_id, None)
 
 
 class HopSender:
@@ -241,7 +260,13 @@ class HopSender:
                 _log.debug("transfer_acked", attempt=lease.attempt, size=size)
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
+                refused = self.receipts.refused(lease.transfer_id)
+                if refused is not None:
+                    reason = f"no matching hop receipt within {self.receipt_timeout:g} s: {refused}"
                 await self._failed(lease, reason)
+            except CorruptPackage as exc:
+                # The store quarantined the package and dead-lettered this transfer already.
+                _log.error("package_corrupted", package_id=lease.package_id, reason=str(exc))
             except Exception as exc:  # a package that cannot be read or framed: retry, visibly
                 _log.error("transfer_send_error", reason=str(exc), exc_info=True)
                 await self._failed(lease, f"cannot send: {exc}")

@@ -234,7 +234,8 @@ def issue_server(
     """A TLS server certificate for an MQTT broker: CN = ``name``, SANs from ``hosts``.
 
     Each host that parses as an IP address becomes an IP SAN, the others DNS SANs. ``key``:
-    an existing key, by default a new one.
+    an existing key, by default a new one. Extended key usage serverAuth, and clientAuth: the
+    members of a broker cluster (nats-server routes) present it to one another.
     """
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -249,7 +250,9 @@ def issue_server(
         name,
         _key_usage(digital_signature=True, key_encipherment=key_type == "rsa"),
         [
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             x509.SubjectAlternativeName(sans),
         ],
         key_type,
