@@ -218,7 +218,12 @@ class TransferSettings:
     message_size_limit: int = _setting(
         1024 * 1024, _at_least_one, "the brokers' message_size_limit; frames stay below it"
     )
-    max_package_bytes: int = _setting(64 * 1024 * 1024, _at_least_one, "largest package")
+    max_package_bytes: int = _setting(
+        2 * 1024 * 1024 * 1024, _at_least_one, "largest package (bytes, signed edXML)"
+    )
+    partial_ttl_s: float = _setting(
+        600.0, _positive, "drop a transfer begun by a neighbour when it stalls this long"
+    )
     poll_s: float = _setting(1.0, _positive, "look for due transfers at least this often")
 
 

@@ -162,7 +162,9 @@ class Node:
             store=self.store,
             receipts=self.receipts,
             on_package=self._work.put,
+            partial_dir=config.node.state_dir / "partial",
             max_package_bytes=config.transfer.max_package_bytes,
+            partial_ttl=config.transfer.partial_ttl_s,
             clock=clock,
             metrics=self.metrics,
             transit=lambda recipients: self.processor.transit_hops(recipients),
@@ -198,6 +200,7 @@ class Node:
             on_enqueued=self._wake_senders,
             metrics=self.metrics,
             strict=config.validation.strict,
+            work_dir=config.node.state_dir / "work",
         )
         self._stop = asyncio.Event()
         self._neighbours_of: tuple[Directory, dict[str, str]] | None = None
@@ -433,6 +436,10 @@ class Node:
                 )
                 if released:
                     _log.info("transfers_released", count=len(released))
+            # Files a crash left behind: partial transfers (sent again) and package files
+            # whose row was never committed.
+            await asyncio.to_thread(self.receiver.collect_leftovers)
+            await self.store.collect_orphans()
             # Work left half-done by a previous run is finished before any link delivers new
             # frames, so the two never handle the same package at once.
             await self._remember_in_progress()
@@ -458,6 +465,7 @@ class Node:
             tasks.append(tg.create_task(self._watchdog(), name="watchdog"))
             if self.active_lock is not None:
                 tasks.append(tg.create_task(self._keep_active(), name="active-lock"))
+            tasks.append(tg.create_task(self.receiver.sweep(), name="partial-sweep"))
             if not await self._wait_links_up():
                 _cancel(tasks)
                 return

@@ -26,15 +26,27 @@ node that restarts resumes packages where they stopped (:meth:`Processor.resume`
 
 CPU-heavy steps (validation, signing, verification) run in a worker thread so the event loop
 keeps serving the links meanwhile.
+
+Large packages (over :data:`~lienthong.edxml.streamed.LARGE_PACKAGE`) are never read whole:
+submitted as a file, they are validated in pieces (:func:`validate_file`), signed from file to
+file (:func:`sign_file`) and the signed file handed to the store, which adopts it; stored in a
+file, they are validated and verified (:func:`verify_file`) from it. Smaller ones are read into
+memory, which is faster for them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
@@ -43,16 +55,27 @@ from cryptography.hazmat.primitives import serialization
 from lienthong import business, receipts
 from lienthong.directory import Directory
 from lienthong.dirholder import DirectoryHolder, fixed
-from lienthong.edxml import EdocPackage, Package, StatusPackage, build, parse, validate
+from lienthong.edxml import EdocPackage, Package, StatusPackage, build, validate
 from lienthong.edxml.model import Organization
-from lienthong.edxml.validate import Problem
+from lienthong.edxml.streamed import LARGE_PACKAGE, validate_file
+from lienthong.edxml.validate import Problem, ValidationResult
 from lienthong.errors import LienthongError, PeerInputError
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics, RefusalReason
 from lienthong.routing import split_by_next_hop
-from lienthong.store import PackageMeta, PackageState, Receipt, Reply, Store
+from lienthong.store import PackageMeta, PackageSource, PackageState, Receipt, Reply, Store
+from lienthong.store.blobs import file_digest
 from lienthong.store.model import OpenTransfer, PackageRecord, Rerouted
-from lienthong.trust import SigningIdentity, TrustStore, VerifyPolicy, sign_package, verify_package
+from lienthong.trust import (
+    SigningIdentity,
+    TrustStore,
+    Verification,
+    VerifyPolicy,
+    sign_file,
+    sign_package,
+    verify_file,
+    verify_package,
+)
 from lienthong.trust.pki import common_name
 from lienthong.xmlwork import off_loop
 
@@ -166,10 +189,13 @@ class Processor:
         on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
         metrics: Metrics | None = None,
         strict: bool = False,
+        work_dir: Path | None = None,
     ) -> None:
-        """``strict`` refuses submissions that deviate from QCVN 102 (the node's
-        ``[validation] mode``); reception is always lenient, as the axis is.
-        ``on_enqueued(next_hops)`` is called after transfers are queued, to wake senders;
+        """``work_dir`` holds large packages being signed (on the store's filesystem, which
+        adopts them; by default beside the file submitted). ``strict`` refuses submissions
+        that deviate from QCVN 102 (the node's ``[validation] mode``); reception is always
+        lenient, as the axis is. ``on_enqueued(next_hops)`` is called after transfers are
+        queued, to wake senders;
         ``max_age_s`` is the store's package age limit, named in expiry notices; ``metrics``
         counts submissions, deliveries, refusals, signature checks and status 01 latencies.
         ``directory`` is the node's :class:`DirectoryHolder` (read at each use, so a new
@@ -188,6 +214,7 @@ class Processor:
         self.on_enqueued = on_enqueued
         self.metrics = metrics or Metrics()
         self.strict = strict
+        self.work_dir = work_dir
 
     @property
     def directory(self) -> Directory:
@@ -196,15 +223,30 @@ class Processor:
 
     # -- submission ---------------------------------------------------------------------------
 
-    async def submit(self, data: bytes, *, strict: bool | None = None) -> Submitted:
+    async def submit(self, data: bytes | Path, *, strict: bool | None = None) -> Submitted:
         """Validate, sign, store and route a package from office software.
 
-        Raises :class:`SubmissionRefused` with every problem when the package has an error
-        (or, when ``strict``, a deviation from QCVN 102; ``None``: the node's mode), its sender
-        is not served by this node, or a recipient cannot be routed. Submitting the same bytes
-        again is recognised and routes nothing twice (``duplicate=True``).
+        ``data`` is the package, or a file holding it (read in pieces when large; the file is
+        left as it is). Raises :class:`SubmissionRefused` with every problem when the package
+        has an error (or, when ``strict``, a deviation from QCVN 102; ``None``: the node's
+        mode), its sender is not served by this node, or a recipient cannot be routed.
+        Submitting the same bytes again is recognised and routes nothing twice
+        (``duplicate=True``).
         """
+        if isinstance(data, Path):
+            if (await asyncio.to_thread(os.stat, data)).st_size > LARGE_PACKAGE:
+                return await self._submit_file(data, strict)
+            data = await asyncio.to_thread(data.read_bytes)
         result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
+        pkg = self._accepted(result, strict)
+        signed = data if pkg.signed else await off_loop(sign_package, data, self.identity)
+        meta = PackageMeta.for_bytes(
+            signed, pkg.document_id, pkg.kind, pkg.sender, _recipients_of(pkg)
+        )
+        return await self._submitted(signed, meta, pkg, result)
+
+    def _accepted(self, result: ValidationResult, strict: bool | None) -> Package:
+        """The package validated, or :class:`SubmissionRefused` with every reason."""
         refusals = result.refusals(strict=self.strict if strict is None else strict)
         if refusals or result.package is None:
             self.metrics.refused("submission", "invalid")
@@ -214,13 +256,47 @@ class Processor:
         if problems:
             self.metrics.refused("submission", cause)
             raise SubmissionRefused(problems)
-        signed = data if pkg.signed else await off_loop(sign_package, data, self.identity)
+        return pkg
+
+    async def _submitted(
+        self, signed: PackageSource, meta: PackageMeta, pkg: Package, result: ValidationResult
+    ) -> Submitted:
         self.metrics.submitting(pkg.document_id, self.clock())
-        submitted = await self._store_and_route(signed, pkg, result.deviations)
+        submitted = await self._store_and_route(signed, pkg, result.deviations, meta)
         if not submitted.duplicate:
             self.metrics.submitted(pkg.kind, submitted.package_id)
             self.metrics.deviated("submission", submitted.package_id, result.deviations)
         return submitted
+
+    async def _submit_file(self, path: Path, strict: bool | None) -> Submitted:
+        """:meth:`submit` of a large package in ``path``, never read whole: validated in
+        pieces, signed (unless signed) to a new file, and that file given to the store."""
+        checked = await off_loop(validate_file, path, max_bytes=self.max_package_bytes)
+        pkg = self._accepted(checked.result, strict)
+        folder = self.work_dir or path.parent
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="signed-", suffix=".xml", dir=folder)
+        os.close(fd)
+        signed = Path(name)
+        try:
+            if pkg.signed:
+                await asyncio.to_thread(shutil.copyfile, path, signed)
+            else:
+                try:
+                    await off_loop(
+                        sign_file, path, signed, self.identity, max_bytes=self.max_package_bytes
+                    )
+                except LienthongError as exc:
+                    self.metrics.refused("submission", "invalid")
+                    raise SubmissionRefused([str(exc)]) from exc
+            digest, size = await asyncio.to_thread(file_digest, signed)
+            meta = PackageMeta(
+                pkg.document_id, pkg.kind, pkg.sender, _recipients_of(pkg), digest, size
+            )
+            return await self._submitted(signed, meta, pkg, checked.result)
+        finally:
+            # Adopted by the store, or not needed: gone either way.
+            await asyncio.to_thread(signed.unlink, missing_ok=True)
 
     def _submission_problems(self, pkg: Package) -> tuple[list[str], RefusalReason]:
         """Why the package cannot be sent from here (none: an empty list), and the
@@ -238,11 +314,17 @@ class Processor:
         return problems, "unknown_recipient"
 
     async def _store_and_route(
-        self, signed: bytes, pkg: Package, deviations: Sequence[Problem] = ()
+        self,
+        signed: PackageSource,
+        pkg: Package,
+        deviations: Sequence[Problem] = (),
+        meta: PackageMeta | None = None,
     ) -> Submitted:
         now = self.clock()
         recipients = _recipients_of(pkg)
-        meta = PackageMeta.for_bytes(signed, pkg.document_id, pkg.kind, pkg.sender, recipients)
+        if meta is None:
+            assert isinstance(signed, bytes)
+            meta = PackageMeta.for_bytes(signed, pkg.document_id, pkg.kind, pkg.sender, recipients)
         package_id, duplicate = await self.store.put_package(signed, meta, now)
         if duplicate:
             _log.info("submission_duplicate", document_id=pkg.document_id, package_id=package_id)
@@ -252,7 +334,7 @@ class Processor:
             document_id=pkg.document_id,
             kind=pkg.kind,
             recipients=list(recipients),
-            size=len(signed),
+            size=meta.size,
             **_deviation_fields(deviations),
         )
         local, hops = await self._route(package_id, pkg, recipients)
@@ -476,8 +558,7 @@ class Processor:
         ``forged`` and nothing more is checked), and, unless verified already, its signature.
         The deviations of a package to deliver are counted and logged (reception is lenient:
         shown, never refused)."""
-        data = await self.store.read_package(record.package_id)
-        result = await off_loop(validate, data, max_bytes=self.max_package_bytes)
+        result, source = await self._read_checked(record)
         pkg = result.package
         problems = [str(p) for p in result.problems]
         if pkg is not None and local:
@@ -486,13 +567,8 @@ class Processor:
                 return _Checked(pkg, tuple(problems), False, tuple(forged))
         signature_refused = False
         if local and record.state != PackageState.VERIFIED:
-            verification = await off_loop(
-                verify_package,
-                data,
-                self.trust,
-                at=dt.datetime.fromtimestamp(record.created_at, dt.UTC),
-                policy=self.policy,
-                signer_binding=self._may_sign,
+            verification = await self._verify(
+                source, dt.datetime.fromtimestamp(record.created_at, dt.UTC)
             )
             self.metrics.signature_checked(verification.valid)
             if not verification.valid:
@@ -506,6 +582,34 @@ class Processor:
                 **_deviation_fields(result.deviations),
             )
         return _Checked(pkg, tuple(problems), signature_refused)
+
+    async def _read_checked(self, record: PackageRecord) -> tuple[ValidationResult, PackageSource]:
+        """Validate a stored package, from its file in pieces when it is large, else in
+        memory: the findings, and the file or bytes that were read."""
+        path = None
+        if record.meta.size > LARGE_PACKAGE:
+            path = await self.store.package_file(record.package_id)
+        if path is not None:
+            checked = await off_loop(validate_file, path, max_bytes=self.max_package_bytes)
+            return checked.result, path
+        data = await self.store.read_package(record.package_id)
+        return await off_loop(validate, data, max_bytes=self.max_package_bytes), data
+
+    async def _verify(self, source: PackageSource, at: dt.datetime) -> Verification:
+        """Check the signature of a package in memory, or in a file read in pieces."""
+        if isinstance(source, Path):
+            policy = dataclasses.replace(self.policy, max_bytes=self.max_package_bytes)
+            return await off_loop(
+                verify_file, source, self.trust, at=at, policy=policy, signer_binding=self._may_sign
+            )
+        return await off_loop(
+            verify_package,
+            source,
+            self.trust,
+            at=at,
+            policy=self.policy,
+            signer_binding=self._may_sign,
+        )
 
     async def _refuse(
         self,
@@ -649,10 +753,7 @@ class Processor:
             record = await self.store.get_package(package_id)
             if record.meta.kind != "edoc":
                 continue
-            try:
-                pkg = await off_loop(parse, await self.store.read_package(package_id))
-            except LienthongError:
-                continue
+            pkg = (await self._read_checked(record))[0].package
             if isinstance(pkg, EdocPackage):
                 reason = (
                     f"not delivered within {max_age_days:g} days: expired at {self.me}"
@@ -699,8 +800,7 @@ class Processor:
         if record.from_peer is not None:
             await self.process_received(record.package_id)
             return True
-        data = await self.store.read_package(record.package_id)
-        result = await off_loop(validate, data)
+        result = (await self._read_checked(record))[0]
         if result.package is None:
             reasons = [str(p) for p in result.problems]
             await self.store.set_package_state(

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +17,6 @@ from lienthong.errors import PeerInputError
 from lienthong.transport.frames import (
     FrameError,
     HopReceipt,
-    Reassembler,
     TransferFrame,
     decode_frame,
     encode_frame,
@@ -25,6 +26,7 @@ from lienthong.transport.frames import (
     parse_topic,
     split_into_frames,
 )
+from lienthong.transport.reassembly import Reassembler
 
 R1 = "000.01.05.H49"
 R2 = "000.00.00.H41"
@@ -109,20 +111,20 @@ def test_receipt_with_payload_is_refused() -> None:
         decode_frame(wire)
 
 
-def test_empty_package_is_one_empty_frame() -> None:
+def test_empty_package_is_one_empty_frame(tmp_path: Path) -> None:
     """An empty package travels as a single frame and reassembles to b''."""
     frames = _frames(b"")
     assert [(f.index, f.count, f.chunk) for f in frames] == [(0, 1, b"")]
-    package = Reassembler().add(frames[0])
+    package = Reassembler(tmp_path).add(frames[0])
     assert package is not None
-    assert package.data == b""
+    assert package.path.read_bytes() == b""
 
 
-def test_reassembled_package_carries_its_metadata() -> None:
+def test_reassembled_package_carries_its_metadata(tmp_path: Path) -> None:
     """The package yielded names its transfer, kind, recipients and digest."""
     data = b"0123456789"
     frames = _frames(data)
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     results = [reassembler.add(f) for f in frames]
     assert results[:-1] == [None, None]
     package = results[-1]
@@ -132,19 +134,19 @@ def test_reassembled_package_carries_its_metadata() -> None:
     assert reassembler.done
 
 
-def test_labels_ride_every_chunk_and_reach_the_package() -> None:
+def test_labels_ride_every_chunk_and_reach_the_package(tmp_path: Path) -> None:
     """DocumentId and sending agency labels round-trip, reach the package, and a chunk that
     labels the transfer otherwise is refused; frames without labels decode as before."""
     data = b"0123456789"
     frames = split_into_frames("t-1", "edoc", [R1], data, 4, document="12/UBND", origin=R2)
     assert all(decode_frame(encode_frame(f)) == f for f in frames)
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     package = [reassembler.add(f) for f in frames][-1]
     assert package is not None
     assert (package.document, package.origin) == ("12/UBND", R2)
     assert "document" not in _header(encode_frame(_frames(data)[0]))
     other = dataclasses.replace(frames[1], document="13/UBND")
-    fresh = Reassembler()
+    fresh = Reassembler(tmp_path)
     fresh.add(frames[0])
     with pytest.raises(FrameError, match="labels"):
         fresh.add(other)
@@ -165,34 +167,34 @@ def test_label_that_is_not_short_text_is_refused(value: object) -> None:
         decode_frame(_with_header(wire, document=value))
 
 
-def test_duplicates_after_completion_yield_nothing_more() -> None:
+def test_duplicates_after_completion_yield_nothing_more(tmp_path: Path) -> None:
     """A chunk arriving again after the package was yielded is ignored."""
     frames = _frames(b"abcdef")
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     for frame in frames:
         reassembler.add(frame)
     assert reassembler.add(frames[0]) is None
 
 
-def test_frame_from_another_transfer_is_refused() -> None:
+def test_frame_from_another_transfer_is_refused(tmp_path: Path) -> None:
     """Chunks whose metadata disagree with the transfer's first chunk are refused."""
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     reassembler.add(_frames(b"abcdefgh")[0])
     with pytest.raises(FrameError, match="disagrees"):
         reassembler.add(_frames(b"abcdefgX")[1])
 
 
-def test_same_index_with_other_bytes_is_refused() -> None:
+def test_same_index_with_other_bytes_is_refused(tmp_path: Path) -> None:
     """A chunk index seen twice with different bytes is refused."""
     first = _frames(b"abcdefgh")[0]
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     reassembler.add(first)
     liar = TransferFrame(*first.metadata()[:5], 0, first.count, b"ABCD")
     with pytest.raises(FrameError, match="different bytes"):
         reassembler.add(liar)
 
 
-def test_digest_mismatch_is_refused_saying_so() -> None:
+def test_digest_mismatch_is_refused_saying_so(tmp_path: Path) -> None:
     """Chunks that reassemble to other bytes than the announced digest raise FrameError."""
     frames = _frames(b"abcdefgh")
     wrong = hashlib.sha256(b"something else").hexdigest()
@@ -200,24 +202,24 @@ def test_digest_mismatch_is_refused_saying_so() -> None:
         TransferFrame(f.transfer_id, f.kind, f.recipients, wrong, f.size, f.index, f.count, f.chunk)
         for f in frames
     ]
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     assert [reassembler.add(f) for f in lying[:-1]] == [None] * (len(lying) - 1)
     with pytest.raises(FrameError, match="reassembled with sha256"):
         reassembler.add(lying[-1])
 
 
-def test_oversize_transfer_is_refused_at_its_first_frame() -> None:
+def test_oversize_transfer_is_refused_at_its_first_frame(tmp_path: Path) -> None:
     """A transfer announcing more than the cap is refused before any chunk is kept."""
-    reassembler = Reassembler(max_size=7)
+    reassembler = Reassembler(tmp_path, max_size=7)
     with pytest.raises(FrameError, match="more than the 7 accepted"):
         reassembler.add(_frames(b"abcdefgh")[1])
     assert reassembler.received == 0
 
 
-def test_more_bytes_than_announced_are_refused() -> None:
+def test_more_bytes_than_announced_are_refused(tmp_path: Path) -> None:
     """Chunks whose total exceeds the announced size are refused."""
     f = _frames(b"abcdefgh")[0]
-    reassembler = Reassembler()
+    reassembler = Reassembler(tmp_path)
     reassembler.add(f)
     with pytest.raises(FrameError, match="more than its announced"):
         reassembler.add(TransferFrame(*f.metadata()[:5], 1, f.count, b"123456"))
@@ -248,15 +250,16 @@ def test_any_split_reassembles_in_any_order_with_duplicates(
     wires = [encode_frame(f) for f in split_into_frames("t-9", "edoc", [R1], data, max_chunk)]
     wires += [wires[i % len(wires)] for i in duplicates]
     order.shuffle(wires)  # type: ignore[attr-defined]
-    reassembler = Reassembler()
-    packages = []
-    for wire in wires:
-        frame = decode_frame(wire)
-        assert isinstance(frame, TransferFrame)
-        package = reassembler.add(frame)
-        if package is not None:
-            packages.append(package)
-    assert [p.data for p in packages] == [data]
+    with tempfile.TemporaryDirectory() as folder:
+        reassembler = Reassembler(Path(folder))
+        packages = []
+        for wire in wires:
+            frame = decode_frame(wire)
+            assert isinstance(frame, TransferFrame)
+            package = reassembler.add(frame)
+            if package is not None:
+                packages.append(package.path.read_bytes())
+        assert packages == [data]
 
 
 @given(st.binary(max_size=300))

@@ -4,9 +4,11 @@ with status 02."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import time
 import tomllib
 from pathlib import Path
@@ -22,7 +24,7 @@ from lienthong.edxml import BusinessDocType, build, new_edoc, parse, validate
 from lienthong.edxml.model import Business
 from lienthong.keyfiles import load_identity
 from lienthong.processing import Processor, SubmissionRefused
-from lienthong.store import PackageMeta, PackageState, SqliteStore
+from lienthong.store import PackageMeta, PackageState, ReceiveOutcome, SqliteStore
 from lienthong.trust import TrustStore, sign_package
 
 DEPARTMENT = "000.00.01.H49"  # served by the province node
@@ -30,13 +32,15 @@ FAR = "000.03.07.H41"
 NATIONAL = "000.00.00.G22"
 
 
-def _document(sender: str, to: list[str], number: str = "1") -> bytes:
+def _document(
+    sender: str, to: list[str], number: str = "1", attachment: bytes = b"noi dung"
+) -> bytes:
     return build(
         new_edoc(
             from_code=sender,
             to_codes=to,
             subject="Thử xử lý",
-            attachments=[("a.txt", b"noi dung", "text/plain")],
+            attachments=[("a.txt", attachment, "text/plain")],
             today=dt.date.today(),
             number=number,
         )
@@ -365,3 +369,42 @@ async def test_no_stop_after_a_delivery_loses_its_status_01(tmp_path: Path) -> N
         (status,) = await after.packages(PackageState.ROUTED)
         assert (status.meta.kind, status.meta.recipients) == ("status", (FAR,))
         assert (await after.journal_verify()).ok
+
+
+def _large_document(sender: str, to: list[str], number: str = "88") -> bytes:
+    return _document(sender, to, number, bytes(range(256)) * 200)
+
+
+async def test_large_package_is_submitted_and_received_from_files(
+    province: Processor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the large-package size, a submitted file is validated in pieces, signed file to
+    file and adopted by the store (its signature verifies); a large package received from a
+    neighbour is validated and verified from its file and delivered with its status 01."""
+    from lienthong.trust import verify_file
+
+    monkeypatch.setattr("lienthong.processing.LARGE_PACKAGE", 1000)
+    source = tmp_path / "submitted.xml"
+    source.write_bytes(_large_document(PROVINCE, [DEPARTMENT]))
+    async with province.store:
+        done = await province.submit(source)
+        assert done.local == (DEPARTMENT,)
+        assert source.exists()  # the office software's file is left as it was
+        stored = await province.store.package_file(done.package_id)
+        assert stored is not None
+        verification = verify_file(stored, province.trust)
+        assert verification.valid, verification.reasons
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == done.package_id
+
+        signed = sign_package(_large_document(PROVINCE, [DEPARTMENT], "89"), province.identity)
+        meta = PackageMeta.for_bytes(signed, "89", "edoc", PROVINCE, [DEPARTMENT])
+        incoming = tmp_path / "incoming"
+        incoming.write_bytes(signed)
+        received = await province.store.receive(
+            "t-large", incoming, meta, NATIONAL, province.clock()
+        )
+        assert received.outcome == ReceiveOutcome.NEW
+        await province.process_received(meta.sha256)
+        record = await province.store.get_package(meta.sha256)
+        assert record.state == PackageState.DELIVERED
+        assert not await asyncio.to_thread(lambda: list(tmp_path.glob("signed-*")))

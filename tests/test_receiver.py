@@ -3,8 +3,10 @@ elsewhere on without reading them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from lienthong.metrics import Metrics
 from lienthong.store import SqliteStore
@@ -21,15 +23,22 @@ async def _nothing(package_id: str) -> None:
     raise AssertionError(f"no package should complete, got {package_id}")
 
 
-async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
-    """A neighbour that starts many transfers and finishes none holds at most the cap."""
-    receiver = Receiver(
+def _idle_receiver(tmp_path: Path, **settings: Any) -> Receiver:
+    """A receiver over a store that is never opened: no package may complete."""
+    return Receiver(
         store=SqliteStore(tmp_path / "state"),
         receipts=ReceiptWaiter(),
         on_package=_nothing,
+        partial_dir=tmp_path / "partial",
         max_package_bytes=1 << 20,
         metrics=Metrics(),
+        **settings,
     )
+
+
+async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
+    """A neighbour that starts many transfers and finishes none holds at most the cap."""
+    receiver = _idle_receiver(tmp_path)
     for i in range(MAX_PARTIAL_PER_PEER + 10):
         data = bytes([i]) * 5000
         first = split_into_frames(f"t{i:04d}", "edoc", ["000.00.00.H49"], data, 1024)[0]
@@ -68,6 +77,7 @@ async def test_package_passing_through_is_routed_unread_before_its_hop_receipt(
             store=store,
             receipts=ReceiptWaiter(),
             on_package=_nothing,
+            partial_dir=tmp_path / "partial",
             max_package_bytes=1 << 20,
             metrics=Metrics(),
             transit=lambda recipients: {NEXT: tuple(recipients)},
@@ -86,3 +96,37 @@ async def test_package_passing_through_is_routed_unread_before_its_hop_receipt(
         assert lease is not None
         assert (lease.recipients, lease.document_id) == ((FAR,), "7/UBND")
         assert await store.read_package(lease.package_id) == data
+
+
+async def test_stalled_transfer_is_dropped_by_the_timer_and_its_file_removed(
+    tmp_path: Path,
+) -> None:
+    """A transfer whose neighbour sends nothing more is dropped by the sweep (no other frame
+    needed) once idle past partial_ttl, and its file is removed."""
+    now = [1000.0]
+    receiver = _idle_receiver(tmp_path, partial_ttl=0.2, clock=lambda: now[0])
+    first = split_into_frames("t-stall", "edoc", [FAR], b"s" * 5000, 1024)[0]
+    await receiver.on_frame(None, PEER, encode_frame(first))  # type: ignore[arg-type]
+    assert receiver.partial_transfers == 1
+    assert len(list((tmp_path / "partial").iterdir())) == 1
+    sweeping = asyncio.create_task(receiver.sweep())
+    try:
+        await asyncio.sleep(0.1)  # sweeps at the real time: nothing is stale yet
+        assert receiver.partial_transfers == 1
+        now[0] += 1.0
+        async with asyncio.timeout(60):
+            while receiver.partial_transfers:  # noqa: ASYNC110 - waits for the sweep
+                await asyncio.sleep(0.02)
+    finally:
+        sweeping.cancel()
+    assert not list((tmp_path / "partial").iterdir())
+
+
+def test_partial_files_of_an_earlier_run_are_collected(tmp_path: Path) -> None:
+    """Files of transfers a previous run was reassembling are removed at start."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "0123.part").write_bytes(b"half")
+    receiver = _idle_receiver(tmp_path)
+    assert receiver.collect_leftovers() == 1
+    assert not list(partial.iterdir())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from lienthong.config import StoreSettings
 from lienthong.store import Lease, PackageMeta, SqliteStore
 from lienthong.transport.sender import HopSender, ReceiptWaiter
 
@@ -24,6 +26,21 @@ class _UpLink:
 
     async def publish(self, to: str, payload: bytes) -> None:
         self.published.append(payload)
+
+
+def _sender(store: SqliteStore, link: _UpLink, **settings: Any) -> HopSender:
+    """A sender of one transfer at a time, polling hourly, whose receipts never come."""
+    return HopSender(
+        neighbour=NEIGHBOUR,
+        link=link,  # type: ignore[arg-type]
+        store=store,
+        receipts=ReceiptWaiter(),
+        max_chunk=1024,
+        receipt_timeout=3600.0,
+        window=1,
+        poll=3600.0,
+        **settings,
+    )
 
 
 class _QueuedWhileLooking(SqliteStore):
@@ -47,16 +64,7 @@ async def test_transfer_queued_during_a_look_is_taken_without_waiting_for_the_po
     """A wake that comes while the sender looks for work makes it look again at once, even with
     an hour between polls."""
     async with _QueuedWhileLooking(tmp_path / "state") as store:
-        sender = HopSender(
-            neighbour=NEIGHBOUR,
-            link=_UpLink(),  # type: ignore[arg-type]
-            store=store,
-            receipts=ReceiptWaiter(),
-            max_chunk=1024,
-            receipt_timeout=3600.0,
-            window=1,
-            poll=3600.0,
-        )
+        sender = _sender(store, _UpLink())
         store.sender = sender
         task = asyncio.create_task(sender.run())
         try:
@@ -79,6 +87,48 @@ async def test_receipt_wakes_its_sender_only_from_the_next_hop_with_the_digest_s
     assert not waiting.done()
     assert waiter.arrived("t-1", "a" * 64, NEIGHBOUR)
     assert waiting.done()
+
+
+class _SlowLink(_UpLink):
+    """A link whose publishes wait for the test; the clock moves on meanwhile."""
+
+    def __init__(self, now: list[float]) -> None:
+        super().__init__()
+        self.now = now
+        self.go = asyncio.Event()
+
+    async def publish(self, to: str, payload: bytes) -> None:
+        self.published.append(payload)
+        if len(self.published) == 1:
+            self.now[0] += 45.0  # the first frame took most of the lease
+            await self.go.wait()
+
+
+async def test_long_send_extends_its_lease_so_it_is_not_taken_again(tmp_path: Path) -> None:
+    """While a send outlasts the lease it was taken with, the sender extends the lease: at a
+    time past the first lease's end, the transfer is still taken."""
+    now = [1_700_000_000.0]
+    data = b"<edXML/>".ljust(5000, b" ")
+    meta = PackageMeta.for_bytes(data, "doc", "edoc", "000.00.00.H49", [NEIGHBOUR])
+    async with SqliteStore(tmp_path / "state", StoreSettings(lease_s=60.0)) as store:
+        await store.put_package(data, meta, now[0])
+        await store.enqueue(meta.sha256, {NEIGHBOUR: [NEIGHBOUR]}, now[0])
+        link = _SlowLink(now)
+        sender = _sender(store, link, clock=lambda: now[0])
+        task = asyncio.create_task(sender.run())
+        try:
+            async with asyncio.timeout(60):
+                while not link.published:  # noqa: ASYNC110 - waits for the first frame
+                    await asyncio.sleep(0.01)
+            link.go.set()
+            async with asyncio.timeout(60):
+                while len(link.published) < 5:  # noqa: ASYNC110 - waits for every frame
+                    await asyncio.sleep(0.01)
+            now[0] += 30.0  # 75 s after taking: past the first lease, within the extended one
+            assert await store.lease_transfer(NEIGHBOUR, now[0]) is None
+        finally:
+            sender.stop_taking()
+            task.cancel()
 
 
 async def test_a_refused_receipt_is_named_in_the_failure(tmp_path: Path) -> None:

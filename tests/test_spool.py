@@ -241,3 +241,32 @@ async def test_a_link_planted_in_the_inbox_is_never_written_through(
         assert list(elsewhere.iterdir()) == []
         assert entry.entry_id in [e.entry_id for e in await spool.store.inbox_list(pending=True)]
         assert not spool.check().ok
+
+
+async def test_a_large_package_goes_through_the_spool_in_pieces(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the large-package size, a file dropped in outbox/ is submitted from its file, and
+    a delivery lands in inbox/ copied in pieces with its attachment decoded to its own file,
+    byte for byte."""
+    for module in ("lienthong.processing", "lienthong.gateway.spool"):
+        monkeypatch.setattr(f"{module}.LARGE_PACKAGE", 1000)
+    attachment = bytes(range(256)) * 300
+    data = build(
+        new_edoc(
+            from_code=PROVINCE,
+            to_codes=[DEPARTMENT],
+            subject="Hồ sơ lớn",
+            attachments=[("scan.pdf", attachment, "application/pdf")],
+            today=dt.date.today(),
+            number="9",
+        )
+    )
+    async with spool.store:
+        (spool.root / "outbox" / "big.xml").write_bytes(data)
+        assert await spool.scan_outbox() == 1
+        assert await spool.export_inbox() == 2
+        (document,) = (spool.root / "inbox").glob("*.xml")
+        assert (document.with_suffix("") / "scan.pdf").read_bytes() == attachment
+        assert b"<Signature" in document.read_bytes() or b":Signature" in document.read_bytes()
+        assert [p.name for p in (spool.root / "inbox").iterdir() if p.name.startswith(".")] == []

@@ -351,6 +351,65 @@ async def test_taking_a_transfer_waits_for_no_commit(tmp_path: Path) -> None:
     assert moves == [(None, "queued"), ("queued", "in_flight"), ("in_flight", "acked")]
 
 
+async def test_package_in_a_file_is_adopted_not_copied(tmp_path: Path) -> None:
+    """A package handed over as a file is renamed into the package folder (same inode), the
+    store names that file for reading in pieces, and a small one still lives in its row."""
+    settings = StoreSettings(inline_max_bytes=1000)
+    large, meta = pkg(1, 5000)
+    small, small_meta = pkg(2, 10)
+    given = tmp_path / "incoming"
+    given.write_bytes(large)
+    inode = given.stat().st_ino
+    tiny = tmp_path / "tiny"
+    tiny.write_bytes(small)
+    async with SqliteStore(tmp_path / "state", settings) as store:
+        await store.receive("t-1", given, meta, "000.00.00.G22", T0)
+        await store.put_package(tiny, small_meta, T0)
+        path = await store.package_file(meta.sha256)
+        assert path is not None
+        assert not given.exists()
+        assert (path.stat().st_ino, path.read_bytes()) == (inode, large)
+        assert await store.read_package(small_meta.sha256) == small
+    async with SqliteStore(tmp_path / "state", settings) as store:
+        assert await store.package_file(small_meta.sha256) is None
+
+
+async def test_files_without_a_row_are_collected(tmp_path: Path) -> None:
+    """Package files and temporary files that no row names (a crash between the file and its
+    commit) are removed; the files of stored packages stay."""
+    settings = StoreSettings(inline_max_bytes=10)
+    kept, meta = pkg(1)
+    async with SqliteStore(tmp_path, settings) as store:
+        await store.put_package(kept, meta, T0)
+        orphan = store.blobs.path("ab" * 32)
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"left by a crash")
+        temporary = store.blobs.path(meta.sha256).with_name(".x.tmp")
+        temporary.write_bytes(b"half written")
+        assert await store.collect_orphans() == 2
+        assert not orphan.exists()
+        assert not temporary.exists()
+        assert store.blobs.path(meta.sha256).read_bytes() == kept
+
+
+async def test_extended_lease_is_not_taken_again(tmp_path: Path) -> None:
+    """A lease extended before it runs out keeps the transfer taken past its first end; a
+    lease that was lost cannot be extended."""
+    settings = StoreSettings(lease_s=60.0)
+    data, meta = pkg(1)
+    async with SqliteStore(tmp_path, settings) as store:
+        await store.put_package(data, meta, T0)
+        await store.enqueue(meta.sha256, {"000.00.00.G22": ["x"]}, T0)
+        lease = await store.lease_transfer(None, T0)
+        assert lease is not None
+        assert await store.extend_lease(lease, T0 + 50) == T0 + 110
+        assert await store.lease_transfer(None, T0 + 100) is None
+        again = await store.lease_transfer(None, T0 + 111)
+        assert again is not None
+        assert again.attempt == 2
+        assert await store.extend_lease(lease, T0 + 112) is None
+
+
 @pytest.mark.parametrize("size", [200, 64 * 1024], ids=["in-its-row", "in-a-file"])
 async def test_a_package_corrupted_on_disk_is_quarantined_never_read(
     tmp_path: Path, size: int

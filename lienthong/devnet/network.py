@@ -176,6 +176,15 @@ class NodeProcess:
             self._notify.close()
             self._notify = None
 
+    def peak_rss(self) -> int:
+        """The process's peak resident memory so far (``VmHWM``), in bytes."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmHWM for node {self.code}")
+
     def log(self) -> str:
         """What the daemon has logged so far (JSON lines)."""
         with contextlib.suppress(FileNotFoundError):

@@ -52,6 +52,7 @@ from lienthong.config import GatewaySettings
 from lienthong.directory import Directory
 from lienthong.dirholder import DirectoryHolder, fixed
 from lienthong.edxml import EdocPackage, Package, parse, validate
+from lienthong.edxml.streamed import LARGE_PACKAGE, validate_file
 from lienthong.errors import ConfigError, LienthongError, TransientError
 from lienthong.gateway import axis
 from lienthong.gateway.axis import Authenticated, AxisError, Client, ErrorCode, HashPolicy
@@ -68,6 +69,7 @@ from lienthong.logs import get_logger
 from lienthong.processing import Processor, SubmissionRefused, Submitted
 from lienthong.routing import split_by_next_hop
 from lienthong.store import ConcurrentChange, CorruptPackage, IllegalTransition, Store, UnknownId
+from lienthong.store.blobs import file_digest
 from lienthong.store.model import InboxEntry
 from lienthong.xmlwork import off_loop
 
@@ -101,9 +103,10 @@ _AUTH = web.RequestKey("auth", Authenticated)
 
 @dataclass(frozen=True, slots=True)
 class Base64:
-    """A reply field whose value is the base64 of ``data``, streamed rather than built."""
+    """A reply field whose value is the base64 of ``data`` (bytes, or a file read in pieces),
+    streamed rather than built."""
 
-    data: bytes
+    data: bytes | Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class Reply:
 
     body: bytes
     ok: bool
-    stream: bytes | None = None
+    stream: bytes | Path | None = None
     tail: bytes = b""
 
 
@@ -310,14 +313,25 @@ class Gateway:
     async def _respond(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         if reply.stream is None:
             return web.Response(body=reply.body, content_type="application/json")
-        data = memoryview(reply.stream)
+        stream = reply.stream
+        size = (
+            len(stream)
+            if isinstance(stream, bytes)
+            else (await asyncio.to_thread(os.stat, stream)).st_size
+        )
         response = web.StreamResponse()
         response.content_type = "application/json"
-        response.content_length = len(reply.body) + 4 * ((len(data) + 2) // 3) + len(reply.tail)
+        response.content_length = len(reply.body) + 4 * ((size + 2) // 3) + len(reply.tail)
         await response.prepare(request)
         await response.write(reply.body)
-        for at in range(0, len(data), BASE64_PIECE):
-            await response.write(base64.b64encode(data[at : at + BASE64_PIECE]))
+        if isinstance(stream, bytes):
+            data = memoryview(stream)
+            for at in range(0, len(data), BASE64_PIECE):
+                await response.write(base64.b64encode(data[at : at + BASE64_PIECE]))
+        else:
+            with await asyncio.to_thread(stream.open, "rb") as source:
+                while piece := await asyncio.to_thread(source.read, BASE64_PIECE * 8):
+                    await response.write(base64.b64encode(piece))
         await response.write(reply.tail)
         await response.write_eof()
         return response
@@ -332,23 +346,30 @@ class Gateway:
         """Validate, sign, store and route the package; ``DocId`` is its package id."""
         path, size = await self._receive_body(request, axis.required(auth, "hash-file"))
         try:
-            data = await asyncio.to_thread(_read_prefix, path, size)
+            # A large package stays in its file (cut to the package's bytes) and is read in
+            # pieces from there on; a small one is read into memory.
+            data: bytes | Path = path
+            if size > LARGE_PACKAGE:
+                await asyncio.to_thread(os.truncate, path, size)
+            else:
+                data = await asyncio.to_thread(_read_prefix, path, size)
+            pkg = await self._parse(data)
+            axis.check_declared(auth, pkg.sender, pkg.kind)
+            if pkg.sender not in auth.client.send_for:
+                raise AxisError(
+                    ErrorCode.FORBIDDEN,
+                    f"client {auth.client.system_id} may not send for {pkg.sender} (the"
+                    " package's From); it may send for:"
+                    f" {', '.join(sorted(auth.client.send_for)) or 'none'}",
+                )
+            try:
+                submitted = await self._submit_once(data, strict=auth.client.strict)
+            except SubmissionRefused as exc:
+                raise AxisError(
+                    ErrorCode.REFUSED, "the package was refused: " + "; ".join(exc.problems)
+                ) from exc
         finally:
-            _remove(path)
-        pkg = await self._parse(data)
-        axis.check_declared(auth, pkg.sender, pkg.kind)
-        if pkg.sender not in auth.client.send_for:
-            raise AxisError(
-                ErrorCode.FORBIDDEN,
-                f"client {auth.client.system_id} may not send for {pkg.sender} (the package's"
-                f" From); it may send for: {', '.join(sorted(auth.client.send_for)) or 'none'}",
-            )
-        try:
-            submitted = await self._submit_once(data, strict=auth.client.strict)
-        except SubmissionRefused as exc:
-            raise AxisError(
-                ErrorCode.REFUSED, "the package was refused: " + "; ".join(exc.problems)
-            ) from exc
+            await asyncio.to_thread(_remove, path)
         _log.info(
             "gateway_package_accepted",
             document_id=submitted.document_id,
@@ -401,7 +422,7 @@ class Gateway:
         except (ConnectionError, ClientPayloadError) as exc:
             raise AxisError(ErrorCode.BAD_REQUEST, f"the request body ended early: {exc}") from exc
 
-    async def _submit_once(self, data: bytes, *, strict: bool | None) -> Submitted:
+    async def _submit_once(self, data: bytes | Path, *, strict: bool | None) -> Submitted:
         """Submit ``data`` (``strict`` as :meth:`Processor.submit` takes it), recognising the
         same bytes sent again while or after it runs.
 
@@ -411,7 +432,10 @@ class Gateway:
         also covers ECDSA keys, whose signatures differ each time, and a re-send that arrives
         while the first is still being signed.
         """
-        digest = hashlib.sha256(data).hexdigest()
+        if isinstance(data, Path):
+            digest = (await asyncio.to_thread(file_digest, data))[0]
+        else:
+            digest = hashlib.sha256(data).hexdigest()
         submitted, repeated = await self._submissions.run(
             digest, lambda: self.processor.submit(data, strict=strict)
         )
@@ -420,9 +444,18 @@ class Gateway:
             return dataclasses.replace(submitted, duplicate=True)
         return submitted
 
-    async def _parse(self, data: bytes) -> Package:
-        """The package, or the refusal listing every problem validation finds in it."""
+    async def _parse(self, data: bytes | Path) -> Package:
+        """The package (a large one in a file: read in pieces, its attachments placeholders),
+        or the refusal listing every problem validation finds in it."""
         limit = self.processor.max_package_bytes
+        if isinstance(data, Path):
+            checked = await off_loop(validate_file, data, max_bytes=limit)
+            if checked.result.package is None or checked.result.problems:
+                problems = [str(p) for p in checked.result.problems] or ["cannot be read"]
+                raise AxisError(
+                    ErrorCode.REFUSED, "the package was refused: " + "; ".join(problems)
+                )
+            return checked.result.package
         try:
             return await off_loop(parse, data, max_bytes=limit)
         except LienthongError as exc:
@@ -452,7 +485,7 @@ class Gateway:
         apart."""
         entry = await self._entry(auth, axis.required(auth, "docId"))
         try:
-            data = await self.store.read_package(entry.package_id)
+            data = await self._stored(entry.package_id)
         except CorruptPackage as exc:
             _log.error("package_corrupted", package_id=entry.package_id, reason=str(exc))
             raise AxisError(
@@ -461,6 +494,11 @@ class Gateway:
                 " quarantined; the node's operator is told; ask its sender to send it again",
             ) from exc
         return {"data": Base64(data)}
+
+    async def _stored(self, package_id: str) -> bytes | Path:
+        """A stored package: its file to read in pieces, or its bytes when it is small."""
+        path = await self.store.package_file(package_id)
+        return path if path is not None else await self.store.read_package(package_id)
 
     async def update_status(
         self, auth: Authenticated, request: web.Request | None = None
@@ -518,7 +556,8 @@ class Gateway:
         meta = record.meta
         if record.from_peer is not None or meta.sender not in auth.client.send_for:
             raise missing
-        pkg = await self._parse(await self.store.read_package(doc_id))
+        source = await self._stored(doc_id) if meta.size > LARGE_PACKAGE else None
+        pkg = await self._parse(source or await self.store.read_package(doc_id))
         receipts = await self.store.receipts(meta.document_id)
         directory = self.directory
         split = split_by_next_hop(self.processor.me, directory, meta.recipients)

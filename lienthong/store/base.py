@@ -10,6 +10,7 @@ passed in (``now``, seconds since the epoch) so schedules are tested without sle
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -24,6 +25,7 @@ from lienthong.store.model import (
     Lease,
     PackageMeta,
     PackageRecord,
+    PackageSource,
     QueueSummary,
     Receipt,
     ReceiveResult,
@@ -60,14 +62,19 @@ class Store(Protocol):
         stopped, so it resumes once the fault clears without anyone asking."""
         ...
 
-    async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
-        """Store a package submitted here (signed -> stored): ``(package_id, duplicate)``."""
+    async def put_package(
+        self, data: PackageSource, meta: PackageMeta, now: float
+    ) -> tuple[str, bool]:
+        """Store a package submitted here (signed -> stored): ``(package_id, duplicate)``.
+
+        ``data`` is the bytes, or a file holding them that the store adopts (see
+        :data:`PackageSource`): so a large package is never read into memory."""
         ...
 
     async def receive(
         self,
         transfer_id: str,
-        data: bytes,
+        data: PackageSource,
         meta: PackageMeta,
         from_peer: str,
         now: float,
@@ -77,11 +84,25 @@ class Store(Protocol):
 
         With ``hops`` (a package passing through: no recipient here), a new package is also
         routed (stored -> routed, one queued transfer per next hop with its recipients) in the
-        same transaction, so one commit precedes its hop receipt."""
+        same transaction, so one commit precedes its hop receipt. ``data`` as for
+        :meth:`put_package`."""
         ...
 
     async def read_package(self, package_id: str) -> bytes:
         """The bytes of a stored package."""
+        ...
+
+    async def package_file(self, package_id: str) -> Path | None:
+        """The file holding a stored package, to read in pieces (it never changes while the
+        package is stored), or None when the package is small enough to read whole with
+        :meth:`read_package`; :class:`UnknownId` if there is none. The file is checked against
+        the package's digest first, as :meth:`read_package` checks what it reads."""
+        ...
+
+    async def collect_orphans(self) -> int:
+        """Remove package files that no stored package names (left by a crash between
+        writing a file and committing its row); how many. Called by the daemon at start,
+        while no other process stores packages here."""
         ...
 
     async def get_package(self, package_id: str) -> PackageRecord:
@@ -106,6 +127,12 @@ class Store(Protocol):
 
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
         """Take the next due transfer (for ``next_hop``, or any) and count the attempt."""
+        ...
+
+    async def extend_lease(self, lease: Lease, now: float) -> float | None:
+        """Keep ``lease`` for another ``store.lease_s`` from ``now`` (a long send is not taken
+        again while it is still being sent): the new end, or None when the transfer is no
+        longer in flight under this lease. Bookkeeping: may be lost on power loss."""
         ...
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:

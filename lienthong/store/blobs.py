@@ -7,10 +7,12 @@ Two ways to write, both leaving no partial file under a final name once they ret
   directory fsynced. A file that exists under its final name is whole and durable, so an
   existing file is left alone. Used for the rare single files (quarantine, the disk probe).
 - :meth:`BlobDir.write_batch`, the package files of one grouped commit: every file written to
-  a temporary name and fdatasync-ed (in parallel), renamed to its final name, then each
-  directory touched fsynced once for the batch. Only once that has succeeded may a row referring
-  to those files be committed; if it fails, the files of the batch are removed and the error
-  raised. Only the files and folders of the batch are flushed, never the whole filesystem
+  a temporary name (or, for a package already in a file of the caller's on the same
+  filesystem, that file renamed there: it is adopted, never copied) and fdatasync-ed (in
+  parallel), renamed to its final name, then each directory touched fsynced once for the
+  batch. Only once that has succeeded may a row referring to those files be committed; if
+  it fails, the files of the batch are removed and the error raised. Only the files and
+  folders of the batch are flushed, never the whole filesystem
   (``syncfs`` would also flush every other process's dirty pages, the broker's included).
 
 Here a file under its final name is not proof of durability by itself (power may fail between
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -44,8 +47,18 @@ def _store_error(exc: OSError, what: str, where: Path) -> StoreTransientError:
     return StoreTransientError(f"cannot write {what} to {where}: {exc.strerror}")
 
 
-def _create(tmp: Path, data: bytes, sync: bool) -> None:
-    """Write ``data`` to the new file ``tmp``; fdatasync it if ``sync``."""
+def _create(tmp: Path, data: bytes | Path, sync: bool) -> None:
+    """Write ``data`` to the new file ``tmp`` (a path: adopt that file, renaming it to
+    ``tmp``); fdatasync it if ``sync``."""
+    if isinstance(data, Path):
+        fd = os.open(data, os.O_RDONLY)
+        try:
+            if sync:
+                _datasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(data, tmp)
+        return
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         view = memoryview(data)
@@ -55,6 +68,13 @@ def _create(tmp: Path, data: bytes, sync: bool) -> None:
             _datasync(fd)
     finally:
         os.close(fd)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """The sha256 (hex) and size of a file, read in pieces."""
+    with path.open("rb") as source:
+        digest = hashlib.file_digest(source, "sha256")
+        return digest.hexdigest(), source.tell()
 
 
 def _temp_name(path: Path) -> Path:
@@ -69,8 +89,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes, what: str) -> None:
-    """Create ``path`` holding ``data`` atomically and durably; no-op if it exists.
+def write_durably(path: Path, data: bytes | Path, what: str) -> None:
+    """Create ``path`` holding ``data`` (a path: that file, adopted) atomically and durably;
+    no-op if it exists.
 
     ``what`` names the file in errors ("conflicting transfer 3fa4..."). A full disk raises
     :class:`DiskFull`, any other OS error :class:`StoreTransientError`; neither leaves a
@@ -106,9 +127,26 @@ class BlobDir:
         """The package bytes."""
         return self.path(sha256).read_bytes()
 
-    def write_batch(self, blobs: Mapping[str, bytes]) -> None:
+    def collect(self, keep: Callable[[list[str]], set[str]]) -> list[Path]:
+        """Remove the files a crash left behind: temporary ones, and package files whose
+        digest ``keep(digests)`` does not return (no row names them); the files removed."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            names = [p.name for p in folder.iterdir()]
+            wanted = keep([n for n in names if not n.startswith(".")])
+            for name in names:
+                if name not in wanted:
+                    (folder / name).unlink(missing_ok=True)
+                    removed.append(folder / name)
+        return removed
+
+    def write_batch(self, blobs: Mapping[str, bytes | Path]) -> None:
         """Make every ``sha256 -> bytes`` durable under its digest: each file fdatasync-ed,
-        each folder touched fsynced once.
+        each folder touched fsynced once. A path instead of bytes is a file holding the package
+        (its digest checked by the caller), adopted: renamed into place, so it is gone from
+        where it was once this returns, or raises after the rename.
 
         The digests are already checked, and no committed row may refer to them yet: whatever
         is found under their names is overwritten. On return, all files are durable. A full
@@ -156,5 +194,10 @@ def _sync_pool() -> ThreadPoolExecutor:
 def _in_parallel(work: Callable[[T], None], items: Iterable[T]) -> None:
     """``work`` on every item at once: concurrent file creations and syncs overlap their
     waits, and the filesystem merges concurrent syncs into fewer journal commits."""
-    for _ in _sync_pool().map(work, items):
-        pass
+    futures = [_sync_pool().submit(work, item) for item in items]
+    # Every one finishes before any error is raised: the caller's clean-up must not race a
+    # file still being created.
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error

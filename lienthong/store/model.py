@@ -6,6 +6,7 @@ import enum
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from lienthong.store.errors import DigestMismatch
@@ -13,6 +14,10 @@ from lienthong.store.lifecycle import PackageState, TransferState
 
 PackageKind = Literal["edoc", "status"]
 ReceiptLevel = Literal["hop", "status", "retrieval"]
+PackageSource = bytes | Path
+"""A package handed to the store: its bytes, or a file holding them that the store takes as its
+own (renamed into its folder, so on the same filesystem as the state folder; the caller has
+checked its size and digest, and removes the file if it is still there after the call)."""
 
 
 @dataclass(frozen=True, slots=True)

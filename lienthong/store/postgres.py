@@ -45,6 +45,7 @@ import asyncpg
 from lienthong.config import StoreSettings
 from lienthong.logs import get_logger
 from lienthong.store.errors import DiskFull, StoreTransientError, UnknownId
+from lienthong.store.model import PackageSource
 from lienthong.store.pgschema import MIGRATIONS
 from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx, run_ops
 
@@ -327,10 +328,15 @@ class PostgresStore(SqlStore):
 
     # -- where package bytes live ------------------------------------------------------------
 
-    def _inline(self, data: bytes) -> bytes | None:
-        return data  # every package lives in its row (see the module docstring)
+    def _inline(self, data: PackageSource) -> bytes | None:
+        # Every package lives in its row (see the module docstring); a file given was read
+        # into memory by _small_in_memory first, as keeps_files is False.
+        assert not isinstance(data, Path)
+        return data
 
-    def _file_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    def _file_blobs(
+        self, blobs: Sequence[tuple[str, PackageSource]]
+    ) -> tuple[tuple[str, PackageSource], ...]:
         return ()
 
     async def _probe(self) -> None:

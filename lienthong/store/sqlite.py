@@ -49,12 +49,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lienthong.config import StoreSettings
-from lienthong.store.blobs import BlobDir, write_durably
+from lienthong.logs import get_logger
+from lienthong.store.blobs import BlobDir, file_digest, write_durably
 from lienthong.store.errors import DatabaseLocked, DiskFull, StoreTransientError, UnknownId
+from lienthong.store.model import PackageSource
 from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx, run_ops
 
 T = TypeVar("T")
 DB_NAME = "store.sqlite3"
+
+_log = get_logger("lienthong.store")
 
 
 class _Tx(Tx):
@@ -265,13 +269,64 @@ class SqliteStore(SqlStore):
 
     # -- where package bytes live --------------------------------------------------------
 
-    def _inline(self, data: bytes) -> bytes | None:
-        """``data`` when it is small enough to live in its row, else None (it gets a file)."""
+    keeps_files = True
+
+    def _inline(self, data: PackageSource) -> bytes | None:
+        """``data`` when it is small enough to live in its row, else None (it gets a file; a
+        file given is adopted)."""
+        if isinstance(data, Path):
+            return None
         return data if len(data) < self.settings.inline_max_bytes else None
 
-    def _file_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    def _file_blobs(
+        self, blobs: Sequence[tuple[str, PackageSource]]
+    ) -> tuple[tuple[str, PackageSource], ...]:
         # Those under the limit live in their row.
-        return tuple(b for b in blobs if len(b[1]) >= self.settings.inline_max_bytes)
+        return tuple(b for b in blobs if self._inline(b[1]) is None)
+
+    async def package_file(self, package_id: str) -> Path | None:
+        """The file of a stored package, or None when it is small enough to read whole with
+        :meth:`read_package` (it lives in its row, or was stored lately and is in memory). The
+        file is hashed first: one that no longer matches its id is quarantined as
+        :meth:`read_package` does (:class:`CorruptPackage`)."""
+        if package_id in self._recent:
+            return None
+
+        def in_row(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT data IS NOT NULL FROM packages WHERE package_id = ?", (package_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownId(f"no package {package_id}")
+            return bool(row[0])
+
+        if await self._read(in_row):
+            return None
+        path = self.blobs.path(package_id)
+        # Checked as read_package checks what it reads: one pass over the file, in pieces.
+        digest = (await asyncio.to_thread(file_digest, path))[0]
+        if digest != package_id:
+            await self._quarantine_corrupt(package_id, digest)
+        return path
+
+    async def collect_orphans(self) -> int:
+        """Remove package files no row names (left by a crash between a file and its commit);
+        how many. Only while no other process may be storing packages in this folder."""
+
+        def named(db: sqlite3.Connection, digests: list[str]) -> set[str]:
+            rows = db.execute(
+                "SELECT value FROM json_each(?) WHERE value IN"
+                " (SELECT package_id FROM packages WHERE data IS NULL)",
+                (json.dumps(digests),),
+            ).fetchall()
+            return {str(r[0]) for r in rows}
+
+        removed = await self._read(
+            lambda db: self.blobs.collect(lambda digests: named(db, digests))
+        )
+        if removed:
+            _log.warning("orphan_package_files_removed", count=len(removed))
+        return len(removed)
 
     async def _probe(self) -> None:
         """Write and flush a 64 KiB file in the state folder (package files go there)."""

@@ -71,6 +71,7 @@ from lienthong.store.model import (
     OpenTransfer,
     PackageMeta,
     PackageRecord,
+    PackageSource,
     QueueSummary,
     Receipt,
     ReceiveOutcome,
@@ -189,7 +190,7 @@ Op = Callable[[Tx], T]
 class Pending:
     op: Op[Any]
     future: asyncio.Future[Any]
-    blobs: tuple[tuple[str, bytes], ...] = ()  # (sha256, bytes) of package files it refers to
+    blobs: tuple[tuple[str, PackageSource], ...] = ()  # (sha256, bytes or file) it refers to
     durable: bool = True  # False: may be lost on power loss (see the module docstring)
 
 
@@ -275,13 +276,29 @@ class SqlStore:
         """The stored bytes of a package, or :class:`UnknownId`."""
         raise NotImplementedError
 
-    def _inline(self, data: bytes) -> bytes | None:
+    keeps_files = False
+    """True when the engine keeps large packages in files (a file given is then adopted, never
+    read into memory); False when every package lives in its row."""
+
+    def _inline(self, data: PackageSource) -> bytes | None:
         """``data`` when it lives in its row, else None (it gets a file)."""
         raise NotImplementedError
 
-    def _file_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
-        """Of ``blobs`` (sha256, bytes), those the batch must write to files."""
+    def _file_blobs(
+        self, blobs: Sequence[tuple[str, PackageSource]]
+    ) -> tuple[tuple[str, PackageSource], ...]:
+        """Of ``blobs`` (sha256, bytes or file), those the batch must write to files."""
         raise NotImplementedError
+
+    async def package_file(self, package_id: str) -> Path | None:
+        """The file of a stored package, or None when :meth:`read_package` reads it whole (it
+        lives in its row, or is in memory). Every package of this engine lives in its row."""
+        await self.get_package(package_id)  # UnknownId for an unknown one
+        return None
+
+    async def collect_orphans(self) -> int:
+        """Remove package files no row names; how many (none: this engine keeps no files)."""
+        return 0
 
     async def _probe(self) -> None:
         """Check what the store writes besides the database (raise StoreTransientError)."""
@@ -332,7 +349,7 @@ class SqlStore:
     # -- the writer ----------------------------------------------------------------------
 
     async def _write(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = (), *, durable: bool = True
+        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = (), *, durable: bool = True
     ) -> T:
         """Run ``op`` in the next grouped transaction; return once it is committed.
 
@@ -346,7 +363,7 @@ class SqlStore:
         return await asyncio.shield(self._submit(op, blobs, durable))
 
     def _submit(
-        self, op: Op[T], blobs: Sequence[tuple[str, bytes]], durable: bool
+        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]], durable: bool
     ) -> asyncio.Future[T]:
         """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
         if self._task is None:
@@ -356,10 +373,13 @@ class SqlStore:
         self._more.set()
         return future
 
-    def _remember(self, package_id: str, data: bytes) -> None:
+    def _remember(self, package_id: str, data: PackageSource) -> None:
         """Keep the bytes of a package just committed: it is usually sent on at once, and
         reading it back would cost a trip to the reader's thread. Packages never change
-        (their id is their digest), so a copy is never stale."""
+        (their id is their digest), so a copy is never stale. A package in a file is not
+        read for this."""
+        if isinstance(data, Path):
+            return
         if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
             return
         self._recent[package_id] = data
@@ -417,7 +437,7 @@ class SqlStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, bytes]] = ()) -> T:
+    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = ()) -> T:
         try:
             return await self._write(op, blobs)
         except StoreTransientError as exc:
@@ -448,9 +468,11 @@ class SqlStore:
             if blocked is not None and await self.resume_intake():
                 _log.info("intake_resumed", was=blocked)
 
-    async def put_package(self, data: bytes, meta: PackageMeta, now: float) -> tuple[str, bool]:
+    async def put_package(
+        self, data: PackageSource, meta: PackageMeta, now: float
+    ) -> tuple[str, bool]:
         """Store a package submitted here: ``(package_id, duplicate)``."""
-        meta.check(data)
+        data = await self._small_in_memory(data, meta)
         self._check_intake()
         pid = meta.sha256
 
@@ -464,10 +486,20 @@ class SqlStore:
         self._remember(pid, data)
         return pid, duplicate
 
+    async def _small_in_memory(self, data: PackageSource, meta: PackageMeta) -> PackageSource:
+        """Bytes checked against ``meta``; a file read when it will live in its row (the caller
+        checked it); any other file as it is, to be adopted."""
+        if isinstance(data, Path):
+            if self.keeps_files and meta.size >= self.settings.inline_max_bytes:
+                return data
+            data = await asyncio.to_thread(data.read_bytes)
+        meta.check(data)
+        return data
+
     async def receive(
         self,
         transfer_id: str,
-        data: bytes,
+        data: PackageSource,
         meta: PackageMeta,
         from_peer: str,
         now: float,
@@ -475,7 +507,7 @@ class SqlStore:
     ) -> ReceiveResult:
         """Store a package from a neighbour, deduped by transfer id and digest; with ``hops``,
         also route it (its transfers queued) in the same transaction."""
-        meta.check(data)
+        data = await self._small_in_memory(data, meta)
         self._check_intake()
         pid = meta.sha256
 
@@ -510,7 +542,13 @@ class SqlStore:
         )
 
     async def _record_conflict(
-        self, transfer_id: str, data: bytes, stored: str, other: str, from_peer: str, now: float
+        self,
+        transfer_id: str,
+        data: PackageSource,
+        stored: str,
+        other: str,
+        from_peer: str,
+        now: float,
     ) -> ReceiveResult:
         path = self._quarantine / f"{transfer_id}.{other}"
         try:
@@ -859,6 +897,31 @@ class SqlStore:
             return ids
 
         return await self._write(op)
+
+    async def extend_lease(self, lease: Lease, now: float) -> float | None:
+        """Keep ``lease`` for another ``lease_s`` from ``now``: its new end, or None when the
+        transfer is no longer in flight under this lease (taken again, settled, re-routed)."""
+        expires = now + self.settings.lease_s
+        tid = lease.transfer_id
+        if tid in self._reserved:
+            self._reserved[tid] = max(self._reserved[tid], expires)
+
+        def op(tx: Tx) -> bool:
+            return bool(
+                tx.run(
+                    "UPDATE transfers SET lease_expires_at = ? WHERE transfer_id = ?"
+                    " AND state = 'in_flight' AND lease_token = ? AND lease_expires_at < ?",
+                    (expires, tid, lease.token, expires),
+                )
+                or tx.one(
+                    "SELECT 1 FROM transfers WHERE transfer_id = ? AND state = 'in_flight'"
+                    " AND lease_token = ?",
+                    (tid, lease.token),
+                )
+            )
+
+        # Like taking it: losing the extension on power loss only makes it go again.
+        return expires if await self._write(op, durable=False) else None
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""

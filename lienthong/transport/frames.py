@@ -6,12 +6,13 @@ bytes of a transfer frame; nothing for a hop receipt). The header carries ``"v":
 length differs from the header's ``"len"``. Payloads are never base64'd: a chunk costs its own
 size plus a few hundred header bytes.
 
-A package travels as one or more transfer frames (``split_into_frames``), each small enough for
-the broker's ``message_size_limit``. A :class:`Reassembler` collects one transfer's chunks in any
-order, tolerates duplicates, refuses inconsistent metadata and oversize transfers, and yields the
-package once every chunk is in and its sha256 matches. Everything malformed raises
-:class:`FrameError`, a :class:`~lienthong.errors.PeerInputError`: the sender's fault, never
-retried.
+A package travels as one or more transfer frames (:class:`Outgoing` cuts it, from bytes or from
+a file read a chunk at a time), each small enough for the broker's ``message_size_limit``: every
+chunk but the last has the same length, at least :data:`MIN_CHUNK` bytes unless the package is
+smaller, so a transfer of at most ``max_size`` bytes has at most ``max_chunks(max_size)`` chunks.
+:class:`~lienthong.transport.reassembly.Reassembler` puts them together again in a file.
+Everything malformed raises :class:`FrameError`, a :class:`~lienthong.errors.PeerInputError`:
+the sender's fault, never retried.
 
 Topic of a frame from node A to node B: ``lienthong/v1/<B>/in/<A>``, the codes written with the
 broker engine's stand-in for a dot (:data:`TOPIC_DOT`).
@@ -25,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from lienthong.edxml.codes import code_problem as _code_problem_uncached
@@ -33,17 +35,19 @@ from lienthong.errors import PeerInputError
 __all__ = [
     "DEFAULT_MAX_PACKAGE",
     "HEADER_RESERVE",
+    "MIN_CHUNK",
     "TOPIC_DOT",
     "FrameError",
     "HopReceipt",
+    "Outgoing",
     "Package",
-    "Reassembler",
     "TransferFrame",
     "decode_frame",
     "encode_frame",
     "inbox_filter",
     "inbox_topic",
     "max_chunk_for",
+    "max_chunks",
     "parse_topic",
     "split_into_frames",
 ]
@@ -54,7 +58,10 @@ MAX_HEADER = 64 * 1024
 """Largest header line accepted; also bounds the recipient list of one frame."""
 HEADER_RESERVE = MAX_HEADER
 """Bytes kept free for the header when sizing chunks under a broker's message limit."""
-DEFAULT_MAX_PACKAGE = 256 * 1024 * 1024
+DEFAULT_MAX_PACKAGE = 2 * 1024 * 1024 * 1024
+"""The default ``transfer.max_package_bytes``."""
+MIN_CHUNK = 1024
+"""Smallest chunk :func:`max_chunk_for` gives; bounds the chunk count of a transfer."""
 TOPIC_DOT = {"mosquitto": ".", "nats": "_"}
 """What stands for the dots of agency codes in topics, per broker engine. nats-server 2.9 maps
 MQTT's ``/`` to its own ``.`` separator and refuses a ``.`` in a topic (it closes the
@@ -166,14 +173,16 @@ class HopReceipt:
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """A transfer reassembled and checked against its digest (``document`` and ``origin`` are
-    the sender's labels, empty when it gave none)."""
+    """A transfer reassembled in the file ``path`` (``size`` bytes) and checked against its
+    digest (``document`` and ``origin`` are the sender's labels, empty when it gave none).
+    Whoever receives it owns the file."""
 
     transfer_id: str
     kind: Kind
     recipients: tuple[str, ...]
     sha256: str
-    data: bytes
+    path: Path
+    size: int
     document: str = ""
     origin: str = ""
 
@@ -315,11 +324,67 @@ def decode_frame(data: bytes) -> Frame:
 def max_chunk_for(message_size_limit: int) -> int:
     """The largest chunk whose frame stays below a broker's ``message_size_limit``."""
     chunk = message_size_limit - HEADER_RESERVE
-    if chunk < 1024:
+    if chunk < MIN_CHUNK:
         raise ValueError(
             f"a message size limit of {message_size_limit} bytes leaves no room for chunks"
         )
     return chunk
+
+
+def max_chunks(max_size: int) -> int:
+    """The most chunks a transfer of at most ``max_size`` bytes is cut into by a sender whose
+    chunks are at least :data:`MIN_CHUNK` bytes."""
+    return max(1, -(-max_size // MIN_CHUNK))
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One transfer about to be sent: cuts a ``size``-byte package with digest ``sha256`` into
+    frames of at most ``max_chunk`` payload bytes (one frame if empty).
+
+    ``document`` and ``origin`` label the frames; a label longer than :data:`MAX_LABEL` is left
+    out (the next node then reads the package for it)."""
+
+    transfer_id: str
+    kind: Kind
+    recipients: tuple[str, ...]
+    sha256: str
+    size: int
+    max_chunk: int
+    document: str = ""
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.max_chunk < 1:
+            raise ValueError(f"max_chunk must be at least 1, not {self.max_chunk}")
+
+    @property
+    def count(self) -> int:
+        """How many frames the transfer takes."""
+        return max(1, -(-self.size // self.max_chunk))
+
+    def span(self, index: int) -> tuple[int, int]:
+        """(offset, length) in the package of chunk ``index``."""
+        offset = index * self.max_chunk
+        return offset, min(self.max_chunk, self.size - offset)
+
+    def frame(self, index: int, chunk: bytes) -> TransferFrame:
+        """Frame ``index``, carrying ``chunk`` (the bytes at :meth:`span`)."""
+        document, origin = (
+            label if len(label) <= MAX_LABEL else "" for label in (self.document, self.origin)
+        )
+        return TransferFrame(
+            self.transfer_id,
+            self.kind,
+            self.recipients,
+            self.sha256,
+            self.size,
+            index,
+            self.count,
+            chunk,
+            document,
+            origin,
+        )
 
 
 def split_into_frames(
@@ -338,112 +403,15 @@ def split_into_frames(
     ``sha256`` is the digest of ``data`` when the caller knows it (the store's package id), so
     it is not computed again; ``document`` and ``origin`` label the frames (left out when
     longer than :data:`MAX_LABEL`)."""
-    if max_chunk < 1:
-        raise ValueError(f"max_chunk must be at least 1, not {max_chunk}")
-    codes = tuple(recipients)
     digest = sha256 or hashlib.sha256(data).hexdigest()
-    # A label too long to carry is left out: the next node then reads the package for it.
-    document, origin = (label if len(label) <= MAX_LABEL else "" for label in (document, origin))
-    count = max(1, -(-len(data) // max_chunk))
-    return [
-        TransferFrame(
-            transfer_id,
-            kind,
-            codes,
-            digest,
-            len(data),
-            index,
-            count,
-            data[index * max_chunk : (index + 1) * max_chunk],
-            document,
-            origin,
-        )
-        for index in range(count)
-    ]
-
-
-class Reassembler:
-    """Collects the chunks of one transfer and yields the package when it is complete.
-
-    The first frame fixes the transfer's metadata; a later frame that disagrees, a chunk that
-    differs from one already held at its index, more bytes than announced, a package larger
-    than ``max_size``, or a digest mismatch at the end raise :class:`FrameError`.
-    """
-
-    def __init__(self, max_size: int = DEFAULT_MAX_PACKAGE) -> None:
-        """``max_size`` caps the announced package size, so memory use is bounded."""
-        self.max_size = max_size
-        self._metadata: tuple[object, ...] | None = None
-        self._chunks: dict[int, bytes] = {}
-        self._held = 0
-        self.done = False
-
-    @property
-    def received(self) -> int:
-        """How many distinct chunks are held."""
-        return len(self._chunks)
-
-    def add(self, frame: TransferFrame) -> Package | None:
-        """Take one frame; return the package when this frame completes it, else ``None``.
-
-        Frames arriving after completion (duplicates) return ``None``.
-        """
-        meta = frame.metadata()
-        if self._metadata is None:
-            if frame.size > self.max_size:
-                raise FrameError(
-                    f"transfer {frame.transfer_id} announces {frame.size} bytes,"
-                    f" more than the {self.max_size} accepted"
-                )
-            self._metadata = meta
-        elif meta != self._metadata:
-            raise FrameError(
-                f"frame {frame.index} of transfer {frame.transfer_id} disagrees with the"
-                " transfer's earlier frames (recipients, kind, digest, size, count or labels)"
-            )
-        held = self._chunks.get(frame.index)
-        if held is not None:
-            if held != frame.chunk:
-                raise FrameError(
-                    f"chunk {frame.index} of transfer {frame.transfer_id} arrived twice"
-                    " with different bytes"
-                )
-            return None
-        if self.done:
-            return None
-        if self._held + len(frame.chunk) > frame.size:
-            raise FrameError(
-                f"transfer {frame.transfer_id} sent more than its announced {frame.size} bytes"
-            )
-        self._chunks[frame.index] = frame.chunk
-        self._held += len(frame.chunk)
-        if len(self._chunks) < frame.count:
-            return None
-        return self._finish(frame)
-
-    def _finish(self, frame: TransferFrame) -> Package:
-        data = b"".join(self._chunks[i] for i in range(frame.count))
-        if len(data) != frame.size:
-            raise FrameError(
-                f"transfer {frame.transfer_id} reassembled to {len(data)} bytes,"
-                f" not the announced {frame.size}"
-            )
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != frame.sha256:
-            raise FrameError(
-                f"transfer {frame.transfer_id} reassembled with sha256 {digest},"
-                f" not the announced {frame.sha256}"
-            )
-        self.done = True
-        return Package(
-            frame.transfer_id,
-            frame.kind,
-            frame.recipients,
-            frame.sha256,
-            data,
-            frame.document,
-            frame.origin,
-        )
+    out = Outgoing(
+        transfer_id, kind, tuple(recipients), digest, len(data), max_chunk, document, origin
+    )
+    frames = []
+    for index in range(out.count):
+        offset, length = out.span(index)
+        frames.append(out.frame(index, data[offset : offset + length]))
+    return frames
 
 
 # -- topics ----------------------------------------------------------------------------------

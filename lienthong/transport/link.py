@@ -58,6 +58,7 @@ from lienthong.transport.frames import (
     inbox_topic,
     parse_topic,
 )
+from lienthong.transport.readgate import ReadGate
 
 __all__ = ["Link", "LinkDown", "LinkSettings", "LinkState", "OnMessage"]
 
@@ -299,7 +300,9 @@ class Link:
             self._set_state("up")
             _log.info("link_up", connects=self.connects, **self._context())
             self._phase = "connection lost"
+            gate = ReadGate(client)  # frames wait at the broker, not in memory
             async for message in client.messages:
+                gate.taken()
                 await self._deliver(message)
         raise aiomqtt.MqttError("the message stream ended")  # aiomqtt ends it only by raising
 

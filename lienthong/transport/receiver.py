@@ -1,9 +1,10 @@
 """Frames arriving from neighbours: reassemble, store durably, answer with a hop receipt.
 
-A transfer frame is added to the reassembler of its (sender, transfer id). A complete package
-is stored with :meth:`Store.receive` (which dedupes by transfer id and digest), and only after
-that commit is the hop receipt published back to the sender; a duplicate is answered again,
-since the first receipt may have been lost.
+A transfer frame is added to the reassembler of its (sender, transfer id), which writes it to a
+file in ``partial_dir`` (never holding the package in memory). A complete package is stored with
+:meth:`Store.receive` (which dedupes by transfer id and digest, and adopts the file as the
+package's own), and only after that commit is the hop receipt published back to the sender; a
+duplicate is answered again, since the first receipt may have been lost.
 
 Transit fast path: when ``transit(recipients)`` gives next hops (no recipient is served here and
 every one can be routed), the package is not read at all: the reassembler has checked its
@@ -21,7 +22,10 @@ together share one commit.
 Frames that cannot be decoded or that contradict each other are refused with a log line and
 dropped: they are not a package yet, and the sender keeps the package queued until a receipt,
 so nothing is lost; it ends as a visible dead letter at the sender if it never gets through.
-Partial transfers idle for longer than ``partial_ttl`` are dropped for the same reason.
+Partial transfers idle for longer than ``partial_ttl`` are dropped for the same reason, and
+their files removed: when another frame arrives, and by :meth:`Receiver.sweep`, which looks
+every ``partial_ttl / 4`` (a stalled neighbour sends nothing more). Files of partial transfers
+a previous run left behind are removed at start (:meth:`Receiver.collect_leftovers`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import structlog
 
-from lienthong.edxml import parse
+from lienthong.edxml import EdocPackage, StatusPackage, parse
+from lienthong.edxml.streamed import LARGE_PACKAGE, validate_file
 from lienthong.errors import LienthongError
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
@@ -41,12 +47,12 @@ from lienthong.transport.frames import (
     FrameError,
     HopReceipt,
     Package,
-    Reassembler,
     TransferFrame,
     decode_frame,
     encode_frame,
 )
 from lienthong.transport.link import Link, LinkDown
+from lienthong.transport.reassembly import SUFFIX, Reassembler
 from lienthong.transport.sender import ReceiptWaiter
 from lienthong.transport.tasks import TaskSet
 from lienthong.xmlwork import off_loop
@@ -57,15 +63,21 @@ MAX_PARTIAL_PER_PEER = 16
 """Unfinished transfers kept per neighbour at once; older ones are dropped."""
 
 
-def describe(data: bytes, transfer_id: str) -> tuple[str, str]:
-    """(DocumentId, sending agency) of a package, or placeholders when it cannot be read.
+def describe(path: Path, transfer_id: str) -> tuple[str, str]:
+    """(DocumentId, sending agency) of the package in ``path``, or placeholders when it cannot
+    be read. A large package is read in pieces (:func:`validate_file`), never whole.
 
     A package that cannot be read is still stored (nothing is lost on bad input); the
     processor then quarantines it with the reason.
     """
     try:
-        pkg = parse(data)
-    except LienthongError:
+        if path.stat().st_size <= LARGE_PACKAGE:
+            pkg: EdocPackage | StatusPackage | None = parse(path.read_bytes())
+        else:
+            pkg = validate_file(path, max_bytes=path.stat().st_size).result.package
+    except (LienthongError, OSError):
+        pkg = None
+    if pkg is None:
         return f"unreadable:{transfer_id}", "unknown"
     return pkg.document_id, pkg.sender
 
@@ -87,6 +99,7 @@ class Receiver:
         store: Store,
         receipts: ReceiptWaiter,
         on_package: Callable[[str], Awaitable[None]],
+        partial_dir: Path,
         max_package_bytes: int,
         partial_ttl: float = 600.0,
         concurrency: int = 32,
@@ -98,8 +111,11 @@ class Receiver:
         """``metrics`` counts bytes, packages stored, duplicates and refused frames;
         ``concurrency`` bounds the packages being stored at once; ``transit(recipients)`` gives
         the next hops of a package only passing through (None: read it here), and
-        ``on_routed(hops)`` is called once such a package's transfers are queued."""
+        ``on_routed(hops)`` is called once such a package's transfers are queued.
+        ``partial_dir`` holds the files of transfers being reassembled: on the filesystem of
+        the store's folder, since the store adopts them by renaming."""
         self.store = store
+        self.partial_dir = partial_dir
         self.receipts = receipts
         self.on_package = on_package
         self.transit = transit
@@ -154,11 +170,15 @@ class Receiver:
     async def _on_transfer_frame(self, link: Link, sender: str, frame: TransferFrame) -> None:
         key = (sender, frame.transfer_id)
         now = self.clock()
-        reassembler, _ = self._partial.get(key) or (Reassembler(self.max_package_bytes), now)
+        reassembler, _ = self._partial.get(key) or (
+            Reassembler(self.partial_dir, self.max_package_bytes),
+            now,
+        )
         try:
             package = reassembler.add(frame)
-        except FrameError as exc:
+        except (FrameError, OSError) as exc:
             self._partial.pop(key, None)
+            reassembler.discard()
             self.refused += 1
             self.metrics.frame_refused(sender)
             _log.warning(
@@ -187,6 +207,8 @@ class Receiver:
             )
         finally:
             self._slots.release()
+            # Adopted by the store, or not needed (a duplicate) or not stored: gone either way.
+            package.path.unlink(missing_ok=True)
 
     async def drain(self) -> None:
         """Wait until the packages being stored are stored (and answered)."""
@@ -196,10 +218,26 @@ class Receiver:
         """Stop storing: their senders get no receipt and send them again later."""
         self._tasks.cancel()
 
+    def collect_leftovers(self) -> int:
+        """Remove the files of partial transfers a previous run left (none is partial at
+        start: their senders send them again); how many."""
+        count = 0
+        if self.partial_dir.is_dir():
+            for path in self.partial_dir.glob(f"*{SUFFIX}"):
+                path.unlink(missing_ok=True)
+                count += 1
+        return count
+
+    async def sweep(self) -> None:
+        """Drop stalled partial transfers every ``partial_ttl / 4``, until cancelled."""
+        while True:
+            await asyncio.sleep(self.partial_ttl / 4)
+            self._forget_stale(self.clock())
+
     def _forget_stale(self, now: float) -> None:
         """Drop partial transfers idle past ``partial_ttl``, and each peer's oldest beyond
-        :data:`MAX_PARTIAL_PER_PEER`, so a peer cannot fill memory with unfinished transfers
-        (their senders send them again)."""
+        :data:`MAX_PARTIAL_PER_PEER`, removing their files, so a peer cannot fill the disk
+        with unfinished transfers (their senders send them again)."""
         stale = [k for k, (_, seen) in self._partial.items() if now - seen > self.partial_ttl]
         per_peer: dict[str, list[tuple[float, tuple[str, str]]]] = {}
         for key, (_, seen) in self._partial.items():
@@ -208,26 +246,25 @@ class Receiver:
             entries.sort()
             stale += [key for _, key in entries[:-MAX_PARTIAL_PER_PEER]]
         for key in dict.fromkeys(stale):
-            del self._partial[key]
+            self._partial.pop(key)[0].discard()
             _log.warning("partial_transfer_dropped", peer=key[0], transfer_id=key[1])
 
     async def _on_package(self, link: Link, sender: str, package: Package) -> None:
-        data = package.data
         hops = self.transit(package.recipients)
         if hops is not None and package.document and package.origin:
             document_id, origin = package.document, package.origin
         else:
             # For a recipient here, the package itself names the document (never the frame).
-            document_id, origin = await off_loop(describe, data, package.transfer_id)
+            document_id, origin = await off_loop(describe, package.path, package.transfer_id)
         with structlog.contextvars.bound_contextvars(
             document_id=document_id, transfer_id=package.transfer_id, peer=sender
         ):
             # The reassembler has checked the digest: no need to hash the bytes again here.
             meta = PackageMeta(
-                document_id, package.kind, origin, package.recipients, package.sha256, len(data)
+                document_id, package.kind, origin, package.recipients, package.sha256, package.size
             )
             result = await self.store.receive(
-                package.transfer_id, data, meta, sender, self.clock(), hops=hops
+                package.transfer_id, package.path, meta, sender, self.clock(), hops=hops
             )
             if result.outcome == ReceiveOutcome.CONFLICT:
                 self.metrics.refused("reception", "other")
@@ -251,7 +288,7 @@ class Receiver:
             # The one line of a transfer at this node: stored, and routed when passing through.
             _log.info(
                 "transfer_stored",
-                size=len(data),
+                size=package.size,
                 recipients=list(package.recipients),
                 hops={hop: list(codes) for hop, codes in hops.items()} if hops else None,
             )

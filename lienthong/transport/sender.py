@@ -2,7 +2,9 @@
 
 One :class:`HopSender` per neighbour node. It waits until the link to that neighbour is up
 (no attempt is counted while the link is down), takes a transfer with a lease (the store
-counts the attempt), publishes the package as frames, and waits for the hop receipt. The
+counts the attempt), publishes the package as frames (a package in a file is read one chunk at
+a time, never whole), and waits for the hop receipt. The lease is extended while the frames go
+out and before the wait, so a long send on a slow link is not taken again meanwhile. The
 receipt itself is recorded by whoever receives it (:class:`ReceiptWaiter` only wakes the
 sender); a missing receipt or a failed publish is reported to the store, which schedules a
 retry or dead-letters the transfer. Up to ``window`` transfers are in flight at once.
@@ -14,15 +16,17 @@ Stopping: :meth:`HopSender.stop_taking` ends the taking of new transfers; in-fli
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import structlog
 
 from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
 from lienthong.store import CorruptPackage, Lease, Store
-from lienthong.transport.frames import encode_frame, split_into_frames
+from lienthong.transport.frames import Outgoing, TransferFrame, encode_frame
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.tasks import TaskSet
 
@@ -191,35 +195,69 @@ class HopSender:
             next_attempt_at=outcome.next_attempt_at,
         )
 
+    async def _frames(self, lease: Lease) -> AsyncIterator[TransferFrame]:
+        """The transfer's frames, read from the package's file a chunk at a time (from its
+        bytes when the store says it is small)."""
+        path = await self.store.package_file(lease.package_id)
+        if path is None:
+            data = await self.store.read_package(lease.package_id)
+            out = self._outgoing(lease, len(data))
+            for index in range(out.count):
+                offset, length = out.span(index)
+                yield out.frame(index, data[offset : offset + length])
+            return
+        with await asyncio.to_thread(Path.open, path, "rb") as source:
+            out = self._outgoing(lease, os.fstat(source.fileno()).st_size)
+            for index in range(out.count):
+                chunk = await asyncio.to_thread(source.read, out.span(index)[1])
+                yield out.frame(index, chunk)
+
+    def _outgoing(self, lease: Lease, size: int) -> Outgoing:
+        return Outgoing(
+            lease.transfer_id,
+            lease.kind,
+            lease.recipients,
+            lease.sha256,
+            size,
+            self.max_chunk,
+            document=lease.document_id,
+            origin=lease.sender,
+        )
+
+    async def _keep(self, lease: Lease, renew_at: float) -> float:
+        """Extend the lease once half of it has passed; when to look again."""
+        now = self.clock()
+        if now < renew_at:
+            return renew_at
+        expires = await self.store.extend_lease(lease, now)
+        if expires is None:
+            _log.warning("lease_lost", reason="the transfer was taken or settled meanwhile")
+            return float("inf")
+        return now + (expires - now) / 2
+
     async def _send(self, lease: Lease) -> None:
         with structlog.contextvars.bound_contextvars(
             document_id=lease.document_id, transfer_id=lease.transfer_id, peer=self.neighbour
         ):
             waiting = self.receipts.expect(lease.transfer_id, lease.sha256, self.neighbour)
             try:
-                data = await self.store.read_package(lease.package_id)
-                frames = split_into_frames(
-                    lease.transfer_id,
-                    lease.kind,
-                    lease.recipients,
-                    data,
-                    self.max_chunk,
-                    sha256=lease.sha256,
-                    document=lease.document_id,
-                    origin=lease.sender,
-                )
+                size = 0
+                renew_at = self.clock() + (lease.expires_at - self.clock()) / 2
                 # Latency is measured on the monotonic clock: ``clock`` is for schedules.
                 started = time.monotonic()
-                for frame in frames:
+                async for frame in self._frames(lease):
+                    size = frame.size
+                    renew_at = await self._keep(lease, renew_at)
                     payload = encode_frame(frame)
                     await self.link.publish(self.neighbour, payload)
                     self.metrics.bytes_out(self.neighbour, len(payload))
+                await self._keep(lease, renew_at)
                 async with asyncio.timeout(self.receipt_timeout):
                     await waiting
                 self.sent += 1
                 self.metrics.sent(lease.kind, self.neighbour, time.monotonic() - started)
                 # Debug: the transfer's info line is where it was stored (one per node).
-                _log.debug("transfer_acked", attempt=lease.attempt, size=len(data))
+                _log.debug("transfer_acked", attempt=lease.attempt, size=size)
             except (LinkDown, TimeoutError) as exc:
                 reason = str(exc) or f"no hop receipt within {self.receipt_timeout:g} s"
                 refused = self.receipts.refused(lease.transfer_id)
