@@ -23,7 +23,7 @@ from test_network import (
     document_ids,
     inbox,
     send,
-    write_document,
+    write_batch,
 )
 
 from lienthong.devnet.natscluster import NatsCluster
@@ -72,10 +72,7 @@ def test_the_national_tier_survives_a_broker_member_and_its_active_daemon(
     docs.mkdir()
 
     def batch(sender: str, to: str, number: int) -> list[Path]:
-        return [
-            write_document(docs, sender, [to], f"Lô {number} số {i}", f"{number}{i:02d}")
-            for i in range(PER_BATCH)
-        ]
+        return write_batch(docs, sender, to, number, PER_BATCH)
 
     batches = {
         (COMMUNE_A, COMMUNE_B): [batch(COMMUNE_A, COMMUNE_B, n) for n in (1, 2, 3)],

@@ -105,6 +105,14 @@ def write_document(
     return path
 
 
+def write_batch(tmp: Path, sender: str, to: str, number: int, count: int) -> list[Path]:
+    """``count`` documents from ``sender`` to ``to``, numbered ``<number><i:02d>``."""
+    return [
+        write_document(tmp, sender, [to], f"Lô {number} số {i}", f"{number}{i:02d}")
+        for i in range(count)
+    ]
+
+
 def send(net: Network, code: str, *files: Path) -> str:
     """``lienthong send`` at ``code``'s node; its standard output."""
     result = net.lienthong(code, "send", *map(str, files))

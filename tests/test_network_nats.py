@@ -22,7 +22,7 @@ from test_network import (
     inbox,
     send,
     wait_for,
-    write_document,
+    write_batch,
 )
 
 from lienthong.devnet.natscluster import NatsCluster
@@ -50,10 +50,7 @@ def test_nats_member_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Pa
     docs.mkdir()
 
     def batch(sender: str, to: str, number: int) -> list[Path]:
-        return [
-            write_document(docs, sender, [to], f"Lô {number} số {i}", f"{number}{i:02d}")
-            for i in range(PER_BATCH)
-        ]
+        return write_batch(docs, sender, to, number, PER_BATCH)
 
     a_to_b = [batch(COMMUNE_A, COMMUNE_B, 1), batch(COMMUNE_A, COMMUNE_B, 2)]
     b_to_a = [batch(COMMUNE_B, COMMUNE_A, 3), batch(COMMUNE_B, COMMUNE_A, 4)]
