@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import ssl
@@ -47,10 +48,25 @@ class BrokerTestFailed(LienthongError):
     """The broker did not start on the files written, or refused this node's certificate."""
 
 
+_LISTEN_PORTS = range(20000, 32768)
+"""Where :func:`free_port` looks: below Linux's default ephemeral range (32768-60999), from
+which the kernel gives outgoing connections their local port. A port chosen there could be
+taken by one of the network's own MQTT connections before its daemon or broker binds it."""
+
+
 def free_port(host: str = LOCAL) -> int:
-    """A TCP port on ``host`` that nobody listens on right now."""
+    """A TCP port on ``host`` that nobody listens on right now, outside the ephemeral range
+    (chosen at random, so that processes choosing at once rarely meet)."""
+    for _ in range(100):
+        port = random.choice(_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((host, 0))  # every try was taken: let the kernel choose
         return int(sock.getsockname()[1])
 
 
