@@ -3,6 +3,7 @@ PostgreSQL database made for the test (and dropped after it)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -122,6 +123,27 @@ async def test_lease_filters_by_next_hop(store: Store) -> None:
     assert lease is not None
     assert lease.next_hop == "000.00.00.H31"
     assert await store.lease_transfer("000.00.00.H31", T0) is None
+
+
+async def test_concurrent_takers_never_take_one_transfer_twice(store: Store) -> None:
+    """Senders taking transfers at once, while earlier takes are being committed, each get a
+    transfer of their own: a take committed during another's read is not taken again."""
+    hops = tuple(f"000.00.00.H{n:02d}" for n in range(30, 34))
+    for n in range(60):
+        await routed(store, n, hops=(hops[n % len(hops)],))
+
+    async def taker(hop: str) -> list[str]:
+        taken = []
+        while (lease := await store.lease_transfer(hop, T0)) is not None:
+            taken.append(lease.transfer_id)
+        return taken
+
+    results = await asyncio.gather(*(taker(hop) for hop in hops for _ in range(4)))
+    taken = [tid for each in results for tid in each]
+    assert len(taken) == 60
+    assert len(set(taken)) == 60
+    assert await store.resume_intake()  # a write: it lands after the takes handed over before
+    assert (await store.queue_summary(T0)).transfers == {TransferState.IN_FLIGHT: 60}
 
 
 async def test_ack_completes_transfer_and_package(store: Store) -> None:

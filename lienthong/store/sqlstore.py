@@ -249,6 +249,12 @@ class SqlStore:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._reserved: dict[str, float] = {}
         """Transfers taken whose move to in_flight is not committed yet, with the lease end."""
+        self._takes_committed = 0
+        """How many takes have been committed so far (a counter the looks compare against)."""
+        self._committed_while_looking: dict[str, int] = {}
+        """Transfers whose take was committed while a look was reading, with the count then:
+        that look may have read them still queued."""
+        self._looking = 0
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
@@ -746,28 +752,43 @@ class SqlStore:
         reserved = dict(self._reserved)
         hop = "" if next_hop is None else " AND t.next_hop = ?"
         extra = () if next_hop is None else (next_hop,)
-
-        expired, found = await self._read_many(
-            [
-                (
-                    "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
-                    f" AND lease_expires_at <= ?{hop} LIMIT 1",
-                    (now, *extra),
-                ),
-                (
-                    "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients, t.attempts,"  # noqa: S608
-                    " p.kind, p.document_id, p.sender FROM transfers t"
-                    " JOIN packages p USING (package_id)"
-                    f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
-                    " ORDER BY t.next_attempt_at LIMIT ?",
-                    (now, *extra, len(reserved) + 1),
-                ),
-            ]
-        )
+        # A take committed after this read starts may or may not be seen by it: such
+        # transfers are remembered (see ``settled``) and skipped below.
+        seen_up_to = self._takes_committed
+        skip = len(reserved) + len(self._committed_while_looking)
+        self._looking += 1
+        try:
+            expired, found = await self._read_many(
+                [
+                    (
+                        "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
+                        f" AND lease_expires_at <= ?{hop} LIMIT 1",
+                        (now, *extra),
+                    ),
+                    (
+                        "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients,"  # noqa: S608
+                        " t.attempts, p.kind, p.document_id, p.sender FROM transfers t"
+                        " JOIN packages p USING (package_id)"
+                        f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
+                        " ORDER BY t.next_attempt_at LIMIT ?",
+                        (now, *extra, skip + 1),
+                    ),
+                ]
+            )
+        finally:
+            self._looking -= 1
+        late = self._committed_while_looking
+        if not self._looking:
+            self._committed_while_looking = {}
         # A reservation whose lease ran out before its write landed counts as run out too.
         if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
             return await self._lease_in_transaction(next_hop, now)
-        rows = [r for r in found if r["transfer_id"] not in self._reserved]
+        rows = [
+            r
+            for r in found
+            if r["transfer_id"] not in self._reserved
+            and late.get(r["transfer_id"], 0) <= seen_up_to
+        ]
         if not rows:
             return None
         row = rows[0]
@@ -788,6 +809,9 @@ class SqlStore:
 
         def settled(done: asyncio.Future[None]) -> None:
             self._reserved.pop(tid, None)
+            self._takes_committed += 1
+            if self._looking:
+                self._committed_while_looking[tid] = self._takes_committed
             if not done.cancelled() and done.exception() is not None:
                 # Another writer moved it first: the attempt's receipt or failure finds it
                 # in another state and changes nothing; the transfer is taken again later.
