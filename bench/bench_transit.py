@@ -169,7 +169,8 @@ async def measure(
             for transfer_id, frames in zip(ids, packages, strict=True):
                 sent[transfer_id] = time.time()
                 for frame in frames:
-                    await producer.publish(topic, frame, qos=1)
+                    # A PUBACK that never comes is named, not waited for forever.
+                    await producer.publish(topic, frame, qos=1, timeout=TIMEOUT_S)
             deadline = time.monotonic() + TIMEOUT_S
             while len(consumer.done) < len(ids):
                 for task in tasks:

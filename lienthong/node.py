@@ -169,6 +169,8 @@ class Node:
             metrics=self.metrics,
             transit=lambda recipients: self.processor.transit_hops(recipients),
             on_routed=self._wake_senders,
+            # Such a package lives in its row: a file would be written, read back and removed.
+            in_memory_max=config.store.inline_max_bytes - 1,
         )
         self.senders = self._make_senders()
         authority = config.directory.authority

@@ -117,7 +117,8 @@ def test_empty_package_is_one_empty_frame(tmp_path: Path) -> None:
     assert [(f.index, f.count, f.chunk) for f in frames] == [(0, 1, b"")]
     package = Reassembler(tmp_path).add(frames[0])
     assert package is not None
-    assert package.path.read_bytes() == b""
+    assert isinstance(package.source, Path)
+    assert package.source.read_bytes() == b""
 
 
 def test_reassembled_package_carries_its_metadata(tmp_path: Path) -> None:
@@ -258,7 +259,8 @@ def test_any_split_reassembles_in_any_order_with_duplicates(
             assert isinstance(frame, TransferFrame)
             package = reassembler.add(frame)
             if package is not None:
-                packages.append(package.path.read_bytes())
+                assert isinstance(package.source, Path)
+                packages.append(package.source.read_bytes())
         assert packages == [data]
 
 

@@ -15,7 +15,12 @@ import pytest
 import structlog
 from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
 
+from lienthong.metrics import Metrics
+from lienthong.store import SqliteStore
+from lienthong.transport.frames import HopReceipt, decode_frame, encode_frame, split_into_frames
 from lienthong.transport.link import Link, LinkDown, LinkSettings, OnMessage
+from lienthong.transport.receiver import Receiver
+from lienthong.transport.sender import ReceiptWaiter
 
 A = "000.00.00.H49"  # a province
 B = "000.00.05.H49"  # a district under it
@@ -222,3 +227,51 @@ def test_bad_settings_fail_when_the_link_is_made(broker_pki: Pki, tmp_path: Path
         Link(LinkSettings(**{**good, "keyfile": tmp_path / "missing.key"}), A, Inbox())
     with pytest.raises(ValueError, match="node"):
         Link(LinkSettings(**good), "not-a-code", Inbox())
+
+
+async def _no_local_package(package_id: str) -> None:
+    raise AssertionError(f"every package passes through, got {package_id}")
+
+
+async def test_a_burst_is_answered_while_the_link_pauses_reading(
+    broker: Broker, broker_pki: Pki, tmp_path: Path
+) -> None:
+    """A neighbour publishes 120 small packages at once. The receiving link stops reading its
+    socket while frames wait, and the receiver may store only two packages at a time; still
+    every package is stored and answered with a hop receipt: no frame handler waits for a
+    publish of its own, whose PUBACK only a reading link would see."""
+    receipts = Inbox()
+    async with SqliteStore(tmp_path / "state") as store:
+        receiver = Receiver(
+            store=store,
+            receipts=ReceiptWaiter(),
+            on_package=_no_local_package,
+            partial_dir=tmp_path / "partial",
+            max_package_bytes=1 << 20,
+            concurrency=2,
+            metrics=Metrics(),
+            transit=lambda recipients: {C: tuple(recipients)},
+            in_memory_max=16 * 1024,
+        )
+
+        async def to_receiver(sender: str, payload: bytes) -> None:
+            await receiver.on_frame(link_b, sender, payload)
+
+        link_b = Link(_settings(broker, broker_pki, B), B, to_receiver)
+        frames = [
+            split_into_frames(f"t{i:04d}", "edoc", [C], b"%04d" % i * 500, 4096)[0]
+            for i in range(120)
+        ]
+        async with (
+            running(link_b),
+            running(Link(_settings(broker, broker_pki, A), A, receipts)) as a,
+        ):
+            await asyncio.gather(*(a.publish(B, encode_frame(f)) for f in frames))
+            answered = set()
+            for _ in frames:
+                receipt = decode_frame((await receipts.next())[1])
+                assert isinstance(receipt, HopReceipt)
+                answered.add(receipt.transfer_id)
+            await receiver.drain()
+        assert answered == {f.transfer_id for f in frames}
+        assert receiver.received == 120

@@ -9,6 +9,7 @@ import pytest
 
 from lienthong.transport.frames import (
     FrameError,
+    Package,
     TransferFrame,
     max_chunks,
     split_into_frames,
@@ -37,9 +38,10 @@ def test_chunks_go_to_the_file_as_they_arrive(tmp_path: Path) -> None:
     for frame in frames:
         package = reassembler.add(frame) or package
     assert package is not None
-    assert package.path.read_bytes() == data
+    assert isinstance(package.source, Path)
+    assert package.source.read_bytes() == data
     assert (package.size, package.sha256) == (len(data), hashlib.sha256(data).hexdigest())
-    assert list(tmp_path.iterdir()) == [package.path]
+    assert list(tmp_path.iterdir()) == [package.source]
 
 
 def test_chunks_of_uneven_length_are_refused(tmp_path: Path) -> None:
@@ -69,4 +71,38 @@ def test_discard_removes_the_file(tmp_path: Path) -> None:
     reassembler.add(_frames(b"z" * 3000, 1024)[0])
     assert reassembler.path.exists()
     reassembler.discard()
+    assert not list(tmp_path.iterdir())
+
+
+def test_small_package_in_one_frame_is_kept_in_memory(tmp_path: Path) -> None:
+    """A package that comes whole in one frame of at most ``in_memory_max`` bytes is handed
+    over as its bytes, checked, and no file is made; a larger one, or one in several frames,
+    goes to a file as before."""
+    data = b"<edXML>small</edXML>" * 50
+    (frame,) = _frames(data, 4096)
+    package = Reassembler(tmp_path, in_memory_max=len(data)).add(frame)
+    assert package is not None
+    assert package.source == data
+    assert not list(tmp_path.iterdir())
+    (frame,) = _frames(data, 4096)
+    bigger = Reassembler(tmp_path, in_memory_max=len(data) - 1).add(frame)
+    assert bigger is not None
+    assert isinstance(bigger.source, Path)
+    assert bigger.source.read_bytes() == data
+    bigger.source.unlink()
+    frames = _frames(data, 512)
+    several = Reassembler(tmp_path, in_memory_max=len(data))
+    packages = [several.add(f) for f in frames]
+    assert isinstance(packages[-1], Package)
+    assert isinstance(packages[-1].source, Path)
+
+
+def test_small_package_with_wrong_digest_is_refused_in_memory(tmp_path: Path) -> None:
+    """The digest of a package kept in memory is checked like one in a file."""
+    (frame,) = _frames(b"abc", 100)
+    lying = TransferFrame(
+        frame.transfer_id, frame.kind, frame.recipients, "0" * 64, 3, 0, 1, b"abc"
+    )
+    with pytest.raises(FrameError, match="reassembled with sha256"):
+        Reassembler(tmp_path, in_memory_max=100).add(lying)
     assert not list(tmp_path.iterdir())

@@ -173,15 +173,16 @@ class HopReceipt:
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """A transfer reassembled in the file ``path`` (``size`` bytes) and checked against its
-    digest (``document`` and ``origin`` are the sender's labels, empty when it gave none).
-    Whoever receives it owns the file."""
+    """A transfer reassembled and checked against its digest: ``source`` is its ``size``
+    bytes (a small package that came in one frame) or the file holding them, which whoever
+    receives it owns (``document`` and ``origin`` are the sender's labels, empty when it gave
+    none)."""
 
     transfer_id: str
     kind: Kind
     recipients: tuple[str, ...]
     sha256: str
-    path: Path
+    source: bytes | Path
     size: int
     document: str = ""
     origin: str = ""

@@ -10,7 +10,9 @@ So the link stops reading the socket while :data:`PAUSE_AT` frames wait, and sta
 at most :data:`RESUME_AT` do: the frames wait at the broker (TCP holds them back), never here.
 aiomqtt offers no way to do this, so :class:`ReadGate` takes the socket's reader callback off
 the event loop and puts the same callback back; on a loop without a selector (not asyncio's
-own) it does nothing.
+own) it does nothing. While the socket is not read, no PUBACK is read either: so nothing that
+handles a frame may wait for a publish over the same link (the receiver publishes its hop
+receipts in tasks of their own), or the link would wait for itself.
 """
 
 from __future__ import annotations

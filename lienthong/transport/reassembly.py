@@ -15,7 +15,9 @@ malformed raises :class:`~lienthong.transport.frames.FrameError`; :meth:`Reassem
 closes and removes the file of a transfer given up.
 
 File I/O happens in the calling thread: chunks are written to the page cache, which the store
-flushes (fdatasync) when it adopts the file.
+flushes (fdatasync) when it adopts the file. A package that comes whole in one frame of at
+most ``in_memory_max`` bytes never gets a file: it is checked and handed over as bytes (the
+store keeps such a package in its row, so a file would only be written, read back and removed).
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ SUFFIX = ".part"
 class Reassembler:
     """Collects the chunks of one transfer into a new file in ``folder``."""
 
-    def __init__(self, folder: Path, max_size: int = DEFAULT_MAX_PACKAGE) -> None:
-        """``max_size`` caps the announced package size (and so the chunk count)."""
+    def __init__(
+        self, folder: Path, max_size: int = DEFAULT_MAX_PACKAGE, in_memory_max: int = 0
+    ) -> None:
+        """``max_size`` caps the announced package size (and so the chunk count); a package
+        in one frame of at most ``in_memory_max`` bytes (0: none) is handed over as bytes."""
         self.folder = folder
         self.max_size = max_size
+        self.in_memory_max = in_memory_max
         self.path = folder / f"{uuid.uuid4().hex}{SUFFIX}"
         self._fd: int | None = None
         self._metadata: tuple[object, ...] | None = None
@@ -76,6 +82,8 @@ class Reassembler:
             )
         if self.done:
             return None
+        if self.in_memory_max and frame.count == 1 and frame.size <= self.in_memory_max:
+            return self._whole(frame)
         if self._has(frame.index):
             if self._held(frame) != frame.chunk:
                 raise FrameError(
@@ -96,6 +104,14 @@ class Reassembler:
         if self._received < frame.count:
             return None
         return self._finish(frame)
+
+    def _whole(self, frame: TransferFrame) -> Package:
+        """The package of a transfer in one small frame, checked, as bytes."""
+        self._check_length(frame, len(frame.chunk))
+        self._verify(frame, hashlib.sha256(frame.chunk).hexdigest())
+        self._received = 1
+        self.done = True
+        return self._package(frame, frame.chunk)
 
     def discard(self) -> None:
         """Give the transfer up: close and remove its file (unless already handed over)."""
@@ -207,22 +223,29 @@ class Reassembler:
     def _finish(self, frame: TransferFrame) -> Package:
         # Every chunk is in: the chunk length is known (or there is one chunk), so the last
         # chunk is in the file and every chunk is hashed.
-        digest = self._sha.hexdigest()
+        self._verify(frame, self._sha.hexdigest())
+        if self._fd is None:  # an empty package: an empty file
+            self._write(0, b"")
+        self._close()
+        self.done = True
+        return self._package(frame, self.path)
+
+    @staticmethod
+    def _verify(frame: TransferFrame, digest: str) -> None:
         if digest != frame.sha256:
             raise FrameError(
                 f"transfer {frame.transfer_id} reassembled with sha256 {digest},"
                 f" not the announced {frame.sha256}"
             )
-        if self._fd is None:  # an empty package: an empty file
-            self._write(0, b"")
-        self._close()
-        self.done = True
+
+    @staticmethod
+    def _package(frame: TransferFrame, source: bytes | Path) -> Package:
         return Package(
             frame.transfer_id,
             frame.kind,
             frame.recipients,
             frame.sha256,
-            self.path,
+            source,
             frame.size,
             frame.document,
             frame.origin,

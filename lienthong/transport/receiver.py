@@ -1,10 +1,13 @@
 """Frames arriving from neighbours: reassemble, store durably, answer with a hop receipt.
 
 A transfer frame is added to the reassembler of its (sender, transfer id), which writes it to a
-file in ``partial_dir`` (never holding the package in memory). A complete package is stored with
-:meth:`Store.receive` (which dedupes by transfer id and digest, and adopts the file as the
-package's own), and only after that commit is the hop receipt published back to the sender; a
-duplicate is answered again, since the first receipt may have been lost.
+file in ``partial_dir`` (never holding the package in memory; a small package that comes in
+one frame, at most ``in_memory_max`` bytes, is kept as bytes instead). A complete package is
+stored with :meth:`Store.receive` (which dedupes by transfer id and digest, and adopts the file
+as the package's own), and only after that commit is the hop receipt published back to the
+sender; a duplicate is answered again, since the first receipt may have been lost. The receipt
+is published in a task of its own: no frame handler waits for a PUBACK, which a link that has
+stopped reading (:mod:`~lienthong.transport.readgate`) would not see until frames are taken.
 
 Transit fast path: when ``transit(recipients)`` gives next hops (no recipient is served here and
 every one can be routed), the package is not read at all: the reassembler has checked its
@@ -63,18 +66,21 @@ MAX_PARTIAL_PER_PEER = 16
 """Unfinished transfers kept per neighbour at once; older ones are dropped."""
 
 
-def describe(path: Path, transfer_id: str) -> tuple[str, str]:
-    """(DocumentId, sending agency) of the package in ``path``, or placeholders when it cannot
-    be read. A large package is read in pieces (:func:`validate_file`), never whole.
+def describe(source: bytes | Path, transfer_id: str) -> tuple[str, str]:
+    """(DocumentId, sending agency) of the package (its bytes, or the file holding them), or
+    placeholders when it cannot be read. A large package is read in pieces
+    (:func:`validate_file`), never whole.
 
     A package that cannot be read is still stored (nothing is lost on bad input); the
     processor then quarantines it with the reason.
     """
     try:
-        if path.stat().st_size <= LARGE_PACKAGE:
-            pkg: EdocPackage | StatusPackage | None = parse(path.read_bytes())
+        if isinstance(source, bytes):
+            pkg: EdocPackage | StatusPackage | None = parse(source)
+        elif source.stat().st_size <= LARGE_PACKAGE:
+            pkg = parse(source.read_bytes())
         else:
-            pkg = validate_file(path, max_bytes=path.stat().st_size).result.package
+            pkg = validate_file(source, max_bytes=source.stat().st_size).result.package
     except (LienthongError, OSError):
         pkg = None
     if pkg is None:
@@ -107,11 +113,13 @@ class Receiver:
         metrics: Metrics | None = None,
         transit: Callable[[Sequence[str]], Hops | None] = _not_transit,
         on_routed: Callable[[Iterable[str]], None] = lambda hops: None,
+        in_memory_max: int = 0,
     ) -> None:
         """``metrics`` counts bytes, packages stored, duplicates and refused frames;
         ``concurrency`` bounds the packages being stored at once; ``transit(recipients)`` gives
         the next hops of a package only passing through (None: read it here), and
-        ``on_routed(hops)`` is called once such a package's transfers are queued.
+        ``on_routed(hops)`` is called once such a package's transfers are queued; a package
+        in one frame of at most ``in_memory_max`` bytes is reassembled in memory.
         ``partial_dir`` holds the files of transfers being reassembled: on the filesystem of
         the store's folder, since the store adopts them by renaming."""
         self.store = store
@@ -121,6 +129,7 @@ class Receiver:
         self.transit = transit
         self.on_routed = on_routed
         self.max_package_bytes = max_package_bytes
+        self.in_memory_max = in_memory_max
         self.partial_ttl = partial_ttl
         self.clock = clock
         self.metrics = metrics or Metrics()
@@ -171,7 +180,7 @@ class Receiver:
         key = (sender, frame.transfer_id)
         now = self.clock()
         reassembler, _ = self._partial.get(key) or (
-            Reassembler(self.partial_dir, self.max_package_bytes),
+            Reassembler(self.partial_dir, self.max_package_bytes, self.in_memory_max),
             now,
         )
         try:
@@ -208,7 +217,8 @@ class Receiver:
         finally:
             self._slots.release()
             # Adopted by the store, or not needed (a duplicate) or not stored: gone either way.
-            package.path.unlink(missing_ok=True)
+            if isinstance(package.source, Path):
+                package.source.unlink(missing_ok=True)
 
     async def drain(self) -> None:
         """Wait until the packages being stored are stored (and answered)."""
@@ -255,7 +265,7 @@ class Receiver:
             document_id, origin = package.document, package.origin
         else:
             # For a recipient here, the package itself names the document (never the frame).
-            document_id, origin = await off_loop(describe, package.path, package.transfer_id)
+            document_id, origin = await off_loop(describe, package.source, package.transfer_id)
         with structlog.contextvars.bound_contextvars(
             document_id=document_id, transfer_id=package.transfer_id, peer=sender
         ):
@@ -264,20 +274,19 @@ class Receiver:
                 document_id, package.kind, origin, package.recipients, package.sha256, package.size
             )
             result = await self.store.receive(
-                package.transfer_id, package.path, meta, sender, self.clock(), hops=hops
+                package.transfer_id, package.source, meta, sender, self.clock(), hops=hops
             )
             if result.outcome == ReceiveOutcome.CONFLICT:
                 self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
                 return
-            # The wall clock, not the injected one: the sender compares it with its own.
-            receipt = encode_frame(HopReceipt(package.transfer_id, meta.sha256, at=time.time()))
-            try:
-                await link.publish(sender, receipt)
-                self.metrics.bytes_out(sender, len(receipt))
-            except LinkDown as exc:
-                # The sender will send again and get its receipt then.
-                _log.warning("hop_receipt_not_sent", reason=str(exc))
+            # Answered in a task of its own: its PUBACK comes over the link this frame came
+            # in by, which may have stopped reading until the frames waiting are taken, and
+            # taking them may wait for this package's slot.
+            self._tasks.spawn(
+                self._answer(link, sender, package.transfer_id, meta.sha256),
+                name=f"receipt:{package.transfer_id}",
+            )
             if result.outcome == ReceiveOutcome.DUPLICATE:
                 self.duplicates += 1
                 self.metrics.duplicate(sender)
@@ -296,3 +305,14 @@ class Receiver:
                 self.on_routed(hops)
             else:
                 await self.on_package(result.package_id)
+
+    async def _answer(self, link: Link, sender: str, transfer_id: str, sha256: str) -> None:
+        """Publish the hop receipt of a package stored (or known) here."""
+        # The wall clock, not the injected one: the sender compares it with its own.
+        receipt = encode_frame(HopReceipt(transfer_id, sha256, at=time.time()))
+        try:
+            await link.publish(sender, receipt)
+            self.metrics.bytes_out(sender, len(receipt))
+        except LinkDown as exc:
+            # The sender will send again and get its receipt then.
+            _log.warning("hop_receipt_not_sent", reason=str(exc))
