@@ -146,6 +146,24 @@ async def test_concurrent_takers_never_take_one_transfer_twice(store: Store) -> 
     assert (await store.queue_summary(T0)).transfers == {TransferState.IN_FLIGHT: 60}
 
 
+async def test_transfer_moved_elsewhere_is_not_taken_from_rows_read_ahead(store: Store) -> None:
+    """After a take has read further transfers ahead, one of them re-routed to another hop
+    is not taken for the first hop; the others are, each once."""
+    hop, other = "000.00.00.H30", "000.00.00.H31"
+    tids = [(await routed(store, n, hops=(hop,)))[0] for n in range(4)]
+    first = await store.lease_transfer(hop, T0)
+    assert first is not None
+    moved = next(t for t in tids if t != first.transfer_id)
+    assert await store.reroute(moved, [], {other: ("000.00.12.H30",)}, T0) is not None
+    taken = [first.transfer_id]
+    while (lease := await store.lease_transfer(hop, T0)) is not None:
+        taken.append(lease.transfer_id)
+    assert sorted(taken) == sorted(t for t in tids if t != moved)
+    again = await store.lease_transfer(other, T0)
+    assert again is not None
+    assert again.transfer_id not in tids
+
+
 async def test_ack_completes_transfer_and_package(store: Store) -> None:
     """The hop receipt acknowledges the transfer, is recorded, and finishes the package."""
     (tid,) = await routed(store)

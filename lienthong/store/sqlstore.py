@@ -79,6 +79,7 @@ from lienthong.store.model import (
     Reply,
     Rerouted,
 )
+from lienthong.store.takes import AHEAD, Takes
 
 T = TypeVar("T")
 _log = get_logger("lienthong.store")
@@ -247,14 +248,7 @@ class SqlStore:
         self._queue: asyncio.Queue[Pending | None] = asyncio.Queue()
         self._more = asyncio.Event()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
-        self._reserved: dict[str, float] = {}
-        """Transfers taken whose move to in_flight is not committed yet, with the lease end."""
-        self._takes_committed = 0
-        """How many takes have been committed so far (a counter the looks compare against)."""
-        self._committed_while_looking: dict[str, int] = {}
-        """Transfers whose take was committed while a look was reading, with the count then:
-        that look may have read them still queued."""
-        self._looking = 0
+        self._takes = Takes()
         self._recent_bytes = 0
         self._task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
@@ -355,7 +349,12 @@ class SqlStore:
     # -- the writer ----------------------------------------------------------------------
 
     async def _write(
-        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = (), *, durable: bool = True
+        self,
+        op: Op[T],
+        blobs: Sequence[tuple[str, PackageSource]] = (),
+        *,
+        durable: bool = True,
+        keeps_queue: bool = False,
     ) -> T:
         """Run ``op`` in the next grouped transaction; return once it is committed.
 
@@ -364,17 +363,27 @@ class SqlStore:
         before the commit, unless a committed row already refers to them. If that fails the
         op's work is undone and it raises the file's error. ``durable=False`` marks
         bookkeeping that may be lost on power loss (its commit does not fsync by itself).
+        ``keeps_queue`` marks an op that moves no queued transfer elsewhere (it may add some,
+        or settle one in flight); any other drops the transfers read ahead (:mod:`.takes`).
         """
         # The operation commits even if this caller is cancelled while waiting.
-        return await asyncio.shield(self._submit(op, blobs, durable))
+        return await asyncio.shield(self._submit(op, blobs, durable, keeps_queue=keeps_queue))
 
     def _submit(
-        self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]], durable: bool
+        self,
+        op: Op[T],
+        blobs: Sequence[tuple[str, PackageSource]],
+        durable: bool,
+        *,
+        keeps_queue: bool = False,
     ) -> asyncio.Future[T]:
         """Hand ``op`` to the writer now (writes run in the order handed over); its future."""
         if self._task is None:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if not keeps_queue:
+            self._takes.drop_ahead()
+            future.add_done_callback(lambda _: self._takes.drop_ahead())
         self._queue.put_nowait(Pending(op, future, self._file_blobs(blobs), durable))
         self._more.set()
         return future
@@ -443,9 +452,15 @@ class SqlStore:
         if self._blocked is not None:
             raise IntakeBlocked(f"intake stopped: {self._blocked}")
 
-    async def _intake(self, op: Op[T], blobs: Sequence[tuple[str, PackageSource]] = ()) -> T:
+    async def _intake(
+        self,
+        op: Op[T],
+        blobs: Sequence[tuple[str, PackageSource]] = (),
+        *,
+        keeps_queue: bool = False,
+    ) -> T:
         try:
-            return await self._write(op, blobs)
+            return await self._write(op, blobs, keeps_queue=keeps_queue)
         except StoreTransientError as exc:
             self._blocked = str(exc)
             raise
@@ -488,7 +503,7 @@ class SqlStore:
             _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
             return False
 
-        duplicate = await self._intake(op, [(pid, data)])
+        duplicate = await self._intake(op, [(pid, data)], keeps_queue=True)
         self._remember(pid, data)
         return pid, duplicate
 
@@ -539,7 +554,7 @@ class SqlStore:
             outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
             return ReceiveResult(outcome, pid)
 
-        result = await self._intake(op, [(pid, data)])
+        result = await self._intake(op, [(pid, data)], keeps_queue=True)
         if result.outcome is not ReceiveOutcome.CONFLICT:
             self._remember(pid, data)
             return result
@@ -660,7 +675,7 @@ class SqlStore:
         def op(tx: Tx) -> list[str]:
             return _route(tx, package_id, hops, now)
 
-        return await self._write(op)
+        return await self._write(op, keeps_queue=True)
 
     async def open_transfers(self) -> list[OpenTransfer]:
         """Every transfer queued, in flight or dead (what a new directory may re-route)."""
@@ -743,59 +758,55 @@ class SqlStore:
     async def lease_transfer(self, next_hop: str | None, now: float) -> Lease | None:
         """Take the next due transfer and count the attempt.
 
-        Taking a queued transfer costs one read and no wait for a commit: the transfer is
-        reserved here at once, and its move to in_flight (attempt counted) joins the next
-        grouped commit. Writes run in the order they are handed over, so a hop receipt or a
+        Taking a queued transfer costs no wait for a commit, and one read for up to
+        :data:`~lienthong.store.takes.AHEAD` takes (rows read ahead, see :mod:`.takes`): the
+        transfer is reserved here at once, and its move to in_flight (attempt counted) joins
+        the next grouped commit. Writes run in the order they are handed over, so a hop receipt or a
         failure of the attempt, recorded later, always finds it in flight. A transfer whose
         lease ran out is taken in a write transaction of its own (the retry schedule decides).
         """
-        reserved = dict(self._reserved)
-        hop = "" if next_hop is None else " AND t.next_hop = ?"
-        extra = () if next_hop is None else (next_hop,)
-        # A take committed after this read starts may or may not be seen by it: such
-        # transfers are remembered (see ``settled``) and skipped below.
-        seen_up_to = self._takes_committed
-        skip = len(reserved) + len(self._committed_while_looking)
-        self._looking += 1
-        try:
-            expired, found = await self._read_many(
-                [
-                    (
-                        "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
-                        f" AND lease_expires_at <= ?{hop} LIMIT 1",
-                        (now, *extra),
-                    ),
-                    (
-                        "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients,"  # noqa: S608
-                        " t.attempts, p.kind, p.document_id, p.sender FROM transfers t"
-                        " JOIN packages p USING (package_id)"
-                        f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
-                        " ORDER BY t.next_attempt_at LIMIT ?",
-                        (now, *extra, skip + 1),
-                    ),
-                ]
-            )
-        finally:
-            self._looking -= 1
-        late = self._committed_while_looking
-        if not self._looking:
-            self._committed_while_looking = {}
-        # A reservation whose lease ran out before its write landed counts as run out too.
-        if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
-            return await self._lease_in_transaction(next_hop, now)
-        rows = [
-            r
-            for r in found
-            if r["transfer_id"] not in self._reserved
-            and late.get(r["transfer_id"], 0) <= seen_up_to
-        ]
-        if not rows:
-            return None
-        row = rows[0]
+        takes = self._takes
+        ahead = takes.next_ahead(next_hop, now)
+        if ahead is not None:
+            row = ahead[0]
+        else:
+            reserved = dict(takes.reserved)
+            hop = "" if next_hop is None else " AND t.next_hop = ?"
+            extra = () if next_hop is None else (next_hop,)
+            reading = takes.begin_read()
+            found: list[Row] = []
+            try:
+                expired, found = await self._read_many(
+                    [
+                        (
+                            "SELECT 1 FROM transfers t WHERE state = 'in_flight'"  # noqa: S608
+                            f" AND lease_expires_at <= ?{hop} LIMIT 1",
+                            (now, *extra),
+                        ),
+                        (
+                            "SELECT t.transfer_id, t.package_id, t.next_hop, t.recipients,"  # noqa: S608
+                            " t.attempts, p.kind, p.document_id, p.sender FROM transfers t"
+                            " JOIN packages p USING (package_id)"
+                            f" WHERE t.state = 'queued' AND t.next_attempt_at <= ?{hop}"
+                            " ORDER BY t.next_attempt_at LIMIT ?",
+                            (now, *extra, takes.skip + AHEAD),
+                        ),
+                    ]
+                )
+            finally:
+                rows, seen, keep = takes.end_read(reading, found)
+            # A reservation whose lease ran out before its write landed counts as run out too.
+            if expired or any(reserved.get(r["transfer_id"], now + 1) <= now for r in found):
+                return await self._lease_in_transaction(next_hop, now)
+            if not rows:
+                return None
+            row = rows[0]
+            if keep:
+                takes.keep_ahead(next_hop, seen, now, rows[1:])
         tid, attempt = str(row["transfer_id"]), int(row["attempts"]) + 1
         token = uuid.uuid4().hex
         expires = now + self.settings.lease_s
-        self._reserved[tid] = expires
+        takes.reserve(tid, expires)
 
         def op(tx: Tx) -> None:
             tx.move(
@@ -808,10 +819,7 @@ class SqlStore:
             )
 
         def settled(done: asyncio.Future[None]) -> None:
-            self._reserved.pop(tid, None)
-            self._takes_committed += 1
-            if self._looking:
-                self._committed_while_looking[tid] = self._takes_committed
+            takes.committed(tid)
             if not done.cancelled() and done.exception() is not None:
                 # Another writer moved it first: the attempt's receipt or failure finds it
                 # in another state and changes nothing; the transfer is taken again later.
@@ -819,7 +827,7 @@ class SqlStore:
 
         # Handed over before returning, so whatever the sender records next comes after it.
         # Taking a transfer need not survive power loss: it would only be sent again.
-        self._submit(op, (), durable=False).add_done_callback(settled)
+        self._submit(op, (), durable=False, keeps_queue=True).add_done_callback(settled)
         return Lease(
             tid,
             row["package_id"],
@@ -927,8 +935,7 @@ class SqlStore:
         transfer is no longer in flight under this lease (taken again, settled, re-routed)."""
         expires = now + self.settings.lease_s
         tid = lease.transfer_id
-        if tid in self._reserved:
-            self._reserved[tid] = max(self._reserved[tid], expires)
+        self._takes.extend(tid, expires)
 
         def op(tx: Tx) -> bool:
             return bool(
@@ -945,7 +952,7 @@ class SqlStore:
             )
 
         # Like taking it: losing the extension on power loss only makes it go again.
-        return expires if await self._write(op, durable=False) else None
+        return expires if await self._write(op, durable=False, keeps_queue=True) else None
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
@@ -985,7 +992,7 @@ class SqlStore:
             return True
 
         # Lost on power loss, the transfer is sent again and the next hop answers it again.
-        return await self._write(op, durable=False)
+        return await self._write(op, durable=False, keeps_queue=True)
 
     async def fail(self, lease: Lease, error: str, now: float) -> FailResult:
         """Schedule a retry of the leased transfer, or dead-letter it."""
@@ -1026,7 +1033,7 @@ class SqlStore:
             return FailResult(FailOutcome.RETRY, decision.next_attempt_at)
 
         # Lost on power loss, the lease runs out and the transfer is taken again.
-        return await self._write(op, durable=False)
+        return await self._write(op, durable=False, keeps_queue=True)
 
     async def dead_letters(self) -> list[DeadLetter]:
         """Dead transfers and expired packages with their reasons, oldest first."""
