@@ -126,6 +126,9 @@ class SqliteStore(SqlStore):
         db.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA synchronous = FULL")
+        # Statement journals of the savepoints each grouped operation runs in: kept in memory,
+        # not in a temporary file opened, written and removed per transaction.
+        db.execute("PRAGMA temp_store = MEMORY")
         return db
 
     def _open_writer(self) -> sqlite3.Connection:

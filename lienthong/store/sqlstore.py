@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import random
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -1411,6 +1412,15 @@ def _route(tx: Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: floa
     ]
 
 
+def new_transfer_id() -> str:
+    """A new transfer id: 32 hex digits, the time in nanoseconds then 64 random bits.
+
+    Ids made later sort later, so the rows keyed by them (transfers here, ``received`` at the
+    next hop) are appended to the end of their index instead of landing on a random page of
+    it: a commit of many transfers rewrites a few pages, not one per transfer."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
 def _queue_transfer(
     tx: Tx,
     package_id: str,
@@ -1424,7 +1434,7 @@ def _queue_transfer(
 ) -> str:
     """Insert one queued transfer of ``package_id`` to ``hop`` (due now), journaled; its id.
     ``created_at`` and ``since`` default to ``now`` (a re-routed transfer keeps its age)."""
-    tid = uuid.uuid4().hex
+    tid = new_transfer_id()
     tx.run(
         "INSERT INTO transfers (transfer_id, package_id, next_hop, recipients, state,"
         " created_at, since, next_attempt_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
