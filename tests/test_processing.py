@@ -329,10 +329,10 @@ class _DiesAfterFirstDelivery(SqliteStore):
 
     dead = False
 
-    async def _write(self, op: Any, blobs: Any = (), *, durable: bool = True) -> Any:
+    async def _write(self, op: Any, blobs: Any = (), **how: Any) -> Any:
         if self.dead:
             raise _Killed("killed")
-        result = await super()._write(op, blobs, durable=durable)
+        result = await super()._write(op, blobs, **how)
         if await self.inbox_list(pending=False):
             self.dead = True
         return result
