@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from lienthong import eventloop
 from lienthong.cli.store_cmds import config_arg
 from lienthong.config import Config, load_config
 from lienthong.keyfiles import read_file
@@ -65,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, node.request_stop)
         await node.run()
 
-    asyncio.run(main())
+    eventloop.run(main())
     return 0
 
 
