@@ -50,7 +50,7 @@ class Reassembler:
         self.folder = folder
         self.max_size = max_size
         self.in_memory_max = in_memory_max
-        self.path = folder / f"{uuid.uuid4().hex}{SUFFIX}"
+        self._path: Path | None = None
         self._fd: int | None = None
         self._metadata: tuple[object, ...] | None = None
         self._have = bytearray()
@@ -60,6 +60,13 @@ class Reassembler:
         self._hashed = 0  # chunks hashed so far, in order
         self._sha = hashlib.sha256()
         self.done = False
+
+    @property
+    def path(self) -> Path:
+        """The transfer's file (named when first asked: a package kept in memory has none)."""
+        if self._path is None:
+            self._path = self.folder / f"{uuid.uuid4().hex}{SUFFIX}"
+        return self._path
 
     @property
     def received(self) -> int:
@@ -116,8 +123,8 @@ class Reassembler:
     def discard(self) -> None:
         """Give the transfer up: close and remove its file (unless already handed over)."""
         self._close()
-        if not self.done:
-            self.path.unlink(missing_ok=True)
+        if not self.done and self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
