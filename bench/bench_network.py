@@ -12,8 +12,8 @@ so the signed package is ``--size`` bytes).
 
 lienthong: the commune's :class:`~lienthong.processing.Processor` runs in this process on the
 commune's store (as ``lienthong send`` does, without a process per package): it validates,
-signs, stores and queues each unsigned package; the commune's daemon picks the transfers up
-within ``transfer.poll_s`` (set by ``--poll``; nothing wakes a daemon from another process).
+signs, stores and queues each unsigned package, and wakes the commune's daemon as that command
+does (:mod:`lienthong.wakeup`); the daemon also looks every ``transfer.poll_s`` (``--poll``).
 Latency = ``added_at`` of the inbox entry at the destination minus the time ``submit`` was
 called (one machine, one clock). Throughput = packages / (first submission -> last arrival).
 Every arrival makes a signed status 01 travel the six hops back; the phase ends when those
@@ -61,6 +61,7 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
+from lienthong import wakeup
 from lienthong.config import load_config
 from lienthong.devnet.network import Network
 from lienthong.edxml import build, new_edoc
@@ -399,6 +400,8 @@ class LienthongRoute:
             trust=trust,
             store=self.source_store,
             max_package_bytes=config.transfer.max_package_bytes,
+            # As `lienthong send` does: the source daemon is told at once what was queued.
+            on_enqueued=lambda hops: wakeup.poke(config.node.state_dir, hops),
         )
         self.destination_store = SqliteStore(net.nodes[DESTINATION].workdir / "state")
 

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from lienthong import wakeup
 from lienthong.config import Config, check_for_daemon
 from lienthong.directory import Directory
 from lienthong.dirfiles import VersionFiles, load_authority, load_in_force
@@ -402,6 +403,9 @@ class Node:
             except Exception as exc:  # retried at the next round; never stops the node
                 _log.error("reroute_failed", reason=str(exc), exc_info=True)
 
+    def _on_wakeup(self, hops: wakeup.Hops) -> None:
+        self._wake_senders(self.senders if hops is None else hops)
+
     def _wake_senders(self, hops: Iterable[str]) -> None:
         for hop in hops:
             sender = self.senders.get(hop)
@@ -482,10 +486,16 @@ class Node:
                 self.spool = self._spool()
                 tasks.append(tg.create_task(self.spool.run(), name="spool"))
             self.gateway = await self._start_gateway()
-            status = self.describe()
-            self.notifier.ready(status)
-            _log.info("node_ready", status=status, resumed=resumed)
-            await self._stop.wait()
+            # Commands beside the daemon (`lienthong send`) say when they queue transfers.
+            wakeups = await wakeup.listen(self.config.node.state_dir, self._on_wakeup)
+            try:
+                status = self.describe()
+                self.notifier.ready(status)
+                _log.info("node_ready", status=status, resumed=resumed)
+                await self._stop.wait()
+            finally:
+                if wakeups is not None:
+                    wakeups.close()
             await self._drain()
             self.receiver.cancel()
             _cancel(tasks + self._late_tasks)

@@ -186,7 +186,7 @@ class Processor:
         max_package_bytes: int = 64 * 1024 * 1024,
         max_age_s: float = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
-        on_enqueued: Callable[[Iterable[str]], None] = lambda hops: None,
+        on_enqueued: Callable[[Iterable[str]], object] = lambda hops: None,
         metrics: Metrics | None = None,
         strict: bool = False,
         work_dir: Path | None = None,

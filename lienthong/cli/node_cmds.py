@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from lienthong import eventloop
+from lienthong import eventloop, wakeup
 from lienthong.cli.store_cmds import config_arg
 from lienthong.config import Config, load_config
 from lienthong.keyfiles import read_file
@@ -86,6 +86,8 @@ async def local_processor(config: Config) -> AsyncIterator[Processor]:
             max_package_bytes=config.transfer.max_package_bytes,
             max_age_s=config.store.package_max_age_s,
             strict=config.validation.strict,
+            # The daemon sends what this queues: told at once, it need not wait for its poll.
+            on_enqueued=lambda hops: wakeup.poke(config.node.state_dir, hops),
         )
 
 

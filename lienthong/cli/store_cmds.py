@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from lienthong import wakeup
 from lienthong.config import DEFAULT_CONFIG_PATH, Config, load_config
 from lienthong.store.factory import existing_store
 from lienthong.store.sqlstore import SqlStore
@@ -105,6 +106,8 @@ def _counts(counts: Any) -> str:
 
 async def _requeue(store: SqlStore, args: argparse.Namespace) -> int:
     count = await store.requeue(None if args.all_dead else args.id, time.time())
+    if count:
+        wakeup.poke(store.state_dir)  # the running daemon sends them at once
     print(f"requeued {count}")
     return 0
 
