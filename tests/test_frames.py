@@ -17,6 +17,7 @@ from lienthong.errors import PeerInputError
 from lienthong.transport.frames import (
     FrameError,
     HopReceipt,
+    HopReceipts,
     TransferFrame,
     decode_frame,
     encode_frame,
@@ -24,6 +25,7 @@ from lienthong.transport.frames import (
     inbox_topic,
     max_chunk_for,
     parse_topic,
+    receipt_frame,
     split_into_frames,
 )
 from lienthong.transport.reassembly import Reassembler
@@ -70,7 +72,7 @@ def test_hop_receipt_round_trips() -> None:
         (b"[1]\n", "not a JSON object"),
         (b'{"v":2,"type":"receipt"}\n', "version 2"),
         (b'{"v":true,"type":"receipt"}\n', "version True"),
-        (b'{"v":1,"type":"gossip"}\n', "neither 'transfer' nor 'receipt'"),
+        (b'{"v":1,"type":"gossip"}\n', "not 'transfer', 'receipt' or 'receipts'"),
         (b'{"v":1,"type":"receipt","transfer":"t","sha256":"ab","status":"stored"}\n', "sha256"),
         (b"{" + b" " * 70000 + b"}\n", "within the first"),
     ],
@@ -315,3 +317,47 @@ def test_hop_receipt_carries_the_receivers_time() -> None:
     bad = encode_frame(receipt).replace(b'"at":1800000000.25', b'"at":"noon"')
     with pytest.raises(FrameError, match="'at' is not a number"):
         decode_frame(bad)
+
+
+def test_receipts_of_one_commit_travel_in_one_frame() -> None:
+    """Two or more hop receipts make one ``receipts`` frame that decodes to each of them,
+    sharing the receiver's time; one alone is still the plain ``receipt`` frame that nodes
+    have always sent."""
+    group = [(f"t-{i}", hashlib.sha256(b"%d" % i).hexdigest()) for i in range(3)]
+    frame = receipt_frame(group, at=1_800_000_000.5)
+    assert isinstance(frame, HopReceipts)
+    decoded = decode_frame(encode_frame(frame))
+    assert isinstance(decoded, HopReceipts)
+    assert [(r.transfer_id, r.sha256, r.at) for r in decoded.receipts] == [
+        (tid, sha, 1_800_000_000.5) for tid, sha in group
+    ]
+    assert _header(encode_frame(frame))["type"] == "receipts"
+    single = receipt_frame(group[:1], at=None)
+    assert single == HopReceipt(*group[0])
+    assert _header(encode_frame(single))["type"] == "receipt"
+
+
+@pytest.mark.parametrize(
+    ("transfers", "needle"),
+    [
+        ([], "1 to 256"),
+        ([["t-1", "a" * 64]] * 257, "1 to 256"),
+        ([["t-1"]], "list of \\[transfer, sha256\\]"),
+        ([["t-1", 7]], "list of \\[transfer, sha256\\]"),
+        ("t-1", "'transfers' is missing or not list"),
+        ([["t 1", "a" * 64]], "transfer id"),
+        ([["t-1", "A" * 64]], "sha256"),
+    ],
+)
+def test_malformed_receipts_frames_are_refused(transfers: object, needle: str) -> None:
+    header = {"v": 1, "type": "receipts", "transfers": transfers, "status": "stored"}
+    with pytest.raises(FrameError, match=needle):
+        decode_frame(json.dumps(header).encode() + b"\n")
+
+
+def test_receipts_frame_with_unknown_field_or_payload_is_refused() -> None:
+    wire = encode_frame(receipt_frame([("t-1", "a" * 64), ("t-2", "b" * 64)], at=None))
+    with pytest.raises(FrameError, match="unexpected payload"):
+        decode_frame(wire + b"x")
+    with pytest.raises(FrameError, match="unknown frame header field"):
+        decode_frame(wire.replace(b'"v":1', b'"v":1,"extra":0'))

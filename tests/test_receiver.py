@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.metrics import Metrics
-from lienthong.store import SqliteStore
-from lienthong.transport.frames import HopReceipt, decode_frame, encode_frame, split_into_frames
+from lienthong.store import PackageMeta, SqliteStore
+from lienthong.transport.frames import (
+    HopReceipt,
+    HopReceipts,
+    decode_frame,
+    encode_frame,
+    receipt_frame,
+    split_into_frames,
+)
 from lienthong.transport.receiver import MAX_PARTIAL_PER_PEER, Receiver
 from lienthong.transport.sender import ReceiptWaiter
 
@@ -130,3 +137,82 @@ def test_partial_files_of_an_earlier_run_are_collected(tmp_path: Path) -> None:
     receiver = _idle_receiver(tmp_path)
     assert receiver.collect_leftovers() == 1
     assert not list(partial.iterdir())
+
+
+class _Outbox:
+    """Stands for the link hop receipts go back over: records each frame published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(self, to: str, payload: bytes) -> None:
+        self.published.append((to, payload))
+
+
+async def test_packages_stored_in_one_commit_are_answered_in_one_frame(tmp_path: Path) -> None:
+    """Five packages from one neighbour that arrive together share a commit, and one
+    ``receipts`` frame answers all five, each with its own digest."""
+    frames = [
+        split_into_frames(f"t-{i}", "edoc", [FAR], b"%d" % i * 300, 4096)[0] for i in range(5)
+    ]
+    outbox = _Outbox()
+    async with SqliteStore(tmp_path / "state") as store:
+        receiver = Receiver(
+            store=store,
+            receipts=ReceiptWaiter(),
+            on_package=_nothing,
+            partial_dir=tmp_path / "partial",
+            max_package_bytes=1 << 20,
+            metrics=Metrics(),
+            transit=lambda recipients: {NEXT: tuple(recipients)},
+            in_memory_max=16 * 1024,
+        )
+        for frame in frames:
+            await receiver.on_frame(outbox, PEER, encode_frame(frame))  # type: ignore[arg-type]
+        await receiver.drain()
+        assert receiver.received == 5
+    assert [to for to, _ in outbox.published] == [PEER]
+    answer = decode_frame(outbox.published[0][1])
+    assert isinstance(answer, HopReceipts)
+    assert [(r.transfer_id, r.sha256) for r in answer.receipts] == [
+        (f.transfer_id, f.sha256) for f in frames
+    ]
+
+
+async def test_a_receipts_frame_acknowledges_each_transfer_it_names(tmp_path: Path) -> None:
+    """Three transfers in flight to a neighbour, answered in one ``receipts`` frame: each
+    sender waiting is woken and each transfer is acknowledged in the store; a receipt in the
+    same frame for a digest that was not sent wakes nobody and acknowledges nothing."""
+    waiter = ReceiptWaiter()
+    now = time.time()
+    async with SqliteStore(tmp_path / "state") as store:
+        leases = []
+        for i in range(4):
+            data = b"package %d" % i
+            meta = PackageMeta.for_bytes(data, f"{i}/UBND", "edoc", PEER, (FAR,))
+            package_id, _ = await store.put_package(data, meta, now)
+            await store.enqueue(package_id, {PEER: (FAR,)}, now)
+            lease = await store.lease_transfer(PEER, now)
+            assert lease is not None
+            leases.append(lease)
+        waiting = [waiter.expect(lease.transfer_id, lease.package_id, PEER) for lease in leases]
+        receiver = Receiver(
+            store=store,
+            receipts=waiter,
+            on_package=_nothing,
+            partial_dir=tmp_path / "partial",
+            max_package_bytes=1 << 20,
+            metrics=Metrics(),
+        )
+        group = [(lease.transfer_id, lease.package_id) for lease in leases[:3]]
+        group.append((leases[3].transfer_id, "f" * 64))
+        frame = encode_frame(receipt_frame(group, at=time.time()))
+        await receiver.on_frame(None, PEER, frame)  # type: ignore[arg-type]
+        await receiver.drain()
+        assert [future.done() for future in waiting] == [True, True, True, False]
+        states = [
+            t.state for t in await store.open_transfers() if t.transfer_id == leases[3].transfer_id
+        ]
+        assert states == ["in_flight"]
+        summary = await store.queue_summary(time.time())
+    assert summary.transfers.get("acked") == 3

@@ -1,10 +1,12 @@
 """The frames neighbours exchange over MQTT, and their topics. Pure codec: bytes in, values out.
 
 Wire form of every frame: one JSON header line, a newline, then the raw payload (the chunk
-bytes of a transfer frame; nothing for a hop receipt). The header carries ``"v": 1`` and
-``"type"``; a decoder refuses any other version, unknown keys, wrong types and a payload whose
-length differs from the header's ``"len"``. Payloads are never base64'd: a chunk costs its own
-size plus a few hundred header bytes.
+bytes of a transfer frame; nothing for hop receipts). The header carries ``"v": 1`` and
+``"type"``: ``transfer``, ``receipt`` (one hop receipt) or ``receipts`` (up to
+:data:`MAX_RECEIPTS` of them, for packages stored in one commit: one message, and one PUBACK,
+instead of one each). A decoder refuses any other version, unknown keys, wrong types and a
+payload whose length differs from the header's ``"len"``. Payloads are never base64'd: a
+chunk costs its own size plus a few hundred header bytes.
 
 A package travels as one or more transfer frames (:class:`Outgoing` cuts it, from bytes or from
 a file read a chunk at a time), each small enough for the broker's ``message_size_limit``: every
@@ -24,7 +26,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,10 +37,12 @@ from lienthong.errors import PeerInputError
 __all__ = [
     "DEFAULT_MAX_PACKAGE",
     "HEADER_RESERVE",
+    "MAX_RECEIPTS",
     "MIN_CHUNK",
     "TOPIC_DOT",
     "FrameError",
     "HopReceipt",
+    "HopReceipts",
     "Outgoing",
     "Package",
     "TransferFrame",
@@ -49,6 +53,7 @@ __all__ = [
     "max_chunk_for",
     "max_chunks",
     "parse_topic",
+    "receipt_frame",
     "split_into_frames",
 ]
 
@@ -79,6 +84,9 @@ _TRANSFER_LABELS = ("document", "origin")
 them. Labels for logs and traces on the way; never trusted for a decision."""
 MAX_LABEL = 256
 _RECEIPT_KEYS = frozenset({"v", "type", "transfer", "sha256", "status", "at"})
+_RECEIPTS_KEYS = frozenset({"v", "type", "transfers", "status", "at"})
+MAX_RECEIPTS = 256
+"""Hop receipts in one ``receipts`` frame at most (their header stays under MAX_HEADER)."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -172,6 +180,30 @@ class HopReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class HopReceipts:
+    """Hop receipts of several transfers in one frame (``"type": "receipts"``): what a node
+    stored in one commit for one neighbour, answered with one message instead of one each.
+    Each entry says what a :class:`HopReceipt` says; ``at`` is shared."""
+
+    receipts: tuple[HopReceipt, ...]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.receipts) <= MAX_RECEIPTS:
+            raise FrameError(
+                f"a receipts frame holds 1 to {MAX_RECEIPTS} hop receipts, not {len(self.receipts)}"
+            )
+        if len({r.at for r in self.receipts}) != 1:
+            raise FrameError("the hop receipts of one frame share one time")
+
+
+def receipt_frame(transfers: Sequence[tuple[str, str]], at: float | None) -> Frame:
+    """The frame answering ``transfers`` (transfer id, sha256) stored together: a
+    :class:`HopReceipt` for one, :class:`HopReceipts` for more (at most MAX_RECEIPTS)."""
+    receipts = tuple(HopReceipt(tid, sha256, at=at) for tid, sha256 in transfers)
+    return receipts[0] if len(receipts) == 1 else HopReceipts(receipts)
+
+
+@dataclass(frozen=True, slots=True)
 class Package:
     """A transfer reassembled and checked against its digest: ``source`` is its ``size``
     bytes (a small package that came in one frame) or the file holding them, which whoever
@@ -188,7 +220,7 @@ class Package:
     origin: str = ""
 
 
-Frame = TransferFrame | HopReceipt
+Frame = TransferFrame | HopReceipt | HopReceipts
 
 
 def _check_transfer_id(value: object) -> None:
@@ -227,6 +259,16 @@ def encode_frame(frame: Frame) -> bytes:
         header.update(
             {name: getattr(frame, name) for name in _TRANSFER_LABELS if getattr(frame, name)}
         )
+    elif isinstance(frame, HopReceipts):
+        first = frame.receipts[0]
+        header = {
+            "v": VERSION,
+            "type": "receipts",
+            "transfers": [[r.transfer_id, r.sha256] for r in frame.receipts],
+            "status": first.status,
+        }
+        if first.at is not None:
+            header["at"] = round(first.at, 3)
     else:
         header = {
             "v": VERSION,
@@ -272,7 +314,8 @@ def _refuse_unknown(header: dict[str, Any], known: frozenset[str]) -> None:
 
 
 def decode_frame(data: bytes) -> Frame:
-    """Parse wire bytes into a :class:`TransferFrame` or :class:`HopReceipt`.
+    """Parse wire bytes into a :class:`TransferFrame`, :class:`HopReceipt` or
+    :class:`HopReceipts`.
 
     Raises :class:`FrameError` naming what is wrong; never fails any other way on bytes.
     """
@@ -282,19 +325,25 @@ def decode_frame(data: bytes) -> Frame:
     kind = header.get("type")
     if kind == "receipt":
         _refuse_unknown(header, _RECEIPT_KEYS)
-        if payload:
-            raise FrameError(f"a hop receipt carries {len(payload)} unexpected payload bytes")
-        at = header.get("at")
-        if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
-            raise FrameError("frame header field 'at' is not a number")
         return HopReceipt(
             _field(header, "transfer", str),
             _field(header, "sha256", str),
-            _field(header, "status", str),
-            None if at is None else float(at),
+            *_receipt_fields(header, payload),
         )
+    if kind == "receipts":
+        _refuse_unknown(header, _RECEIPTS_KEYS)
+        status, at = _receipt_fields(header, payload)
+        entries = _field(header, "transfers", list)
+        if not 1 <= len(entries) <= MAX_RECEIPTS:
+            raise FrameError(f"a receipts frame holds 1 to {MAX_RECEIPTS} hop receipts")
+        if not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
+            for e in entries
+        ):
+            raise FrameError("frame header field 'transfers' is not a list of [transfer, sha256]")
+        return HopReceipts(tuple(HopReceipt(tid, sha256, status, at) for tid, sha256 in entries))
     if kind != "transfer":
-        raise FrameError(f"frame type {kind!r} is neither 'transfer' nor 'receipt'")
+        raise FrameError(f"frame type {kind!r} is not 'transfer', 'receipt' or 'receipts'")
     _refuse_unknown(header, _TRANSFER_KEYS.union(_TRANSFER_LABELS))
     labels = {name: header[name] for name in _TRANSFER_LABELS if name in header}
     for name, value in labels.items():
@@ -317,6 +366,17 @@ def decode_frame(data: bytes) -> Frame:
         chunk=payload,
         **labels,
     )
+
+
+def _receipt_fields(header: dict[str, Any], payload: bytes) -> tuple[Any, float | None]:
+    """``status`` (text, checked by :class:`HopReceipt`) and ``at`` of a receipt frame, which
+    carries no payload."""
+    if payload:
+        raise FrameError(f"a hop receipt carries {len(payload)} unexpected payload bytes")
+    at = header.get("at")
+    if at is not None and (not isinstance(at, int | float) or isinstance(at, bool)):
+        raise FrameError("frame header field 'at' is not a number")
+    return _field(header, "status", str), None if at is None else float(at)
 
 
 # -- splitting and reassembly ----------------------------------------------------------------

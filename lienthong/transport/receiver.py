@@ -5,9 +5,11 @@ file in ``partial_dir`` (never holding the package in memory; a small package th
 one frame, at most ``in_memory_max`` bytes, is kept as bytes instead). A complete package is
 stored with :meth:`Store.receive` (which dedupes by transfer id and digest, and adopts the file
 as the package's own), and only after that commit is the hop receipt published back to the
-sender; a duplicate is answered again, since the first receipt may have been lost. The receipt
-is published in a task of its own: no frame handler waits for a PUBACK, which a link that has
-stopped reading (:mod:`~lienthong.transport.readgate`) would not see until frames are taken.
+sender; a duplicate is answered again, since the first receipt may have been lost. Packages
+from one neighbour stored in the same commit are answered in one frame (a ``receipts`` frame
+when there are several). Receipts are published in tasks of their own: no frame handler waits
+for a PUBACK, which a link that has stopped reading (:mod:`~lienthong.transport.readgate`)
+would not see until frames are taken.
 
 Transit fast path: when ``transit(recipients)`` gives next hops (no recipient is served here and
 every one can be routed), the package is not read at all: the reassembler has checked its
@@ -47,12 +49,15 @@ from lienthong.logs import get_logger
 from lienthong.metrics import Metrics
 from lienthong.store import PackageMeta, ReceiveOutcome, Store
 from lienthong.transport.frames import (
+    MAX_RECEIPTS,
     FrameError,
     HopReceipt,
+    HopReceipts,
     Package,
     TransferFrame,
     decode_frame,
     encode_frame,
+    receipt_frame,
 )
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.reassembly import SUFFIX, Reassembler
@@ -137,6 +142,7 @@ class Receiver:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks = TaskSet()
         self._partial: dict[tuple[str, str], tuple[Reassembler, float]] = {}
+        self._unanswered: dict[tuple[Link, str], list[tuple[str, str]]] = {}
         self.received = 0
         self.duplicates = 0
         self.refused = 0
@@ -158,6 +164,11 @@ class Receiver:
             return
         if isinstance(frame, HopReceipt):
             self._tasks.spawn(self._on_receipt(sender, frame), name=f"ack:{frame.transfer_id}")
+        elif isinstance(frame, HopReceipts):
+            for receipt in frame.receipts:
+                self._tasks.spawn(
+                    self._on_receipt(sender, receipt), name=f"ack:{receipt.transfer_id}"
+                )
         elif self.accepting:
             await self._on_transfer_frame(link, sender, frame)
 
@@ -223,6 +234,9 @@ class Receiver:
     async def drain(self) -> None:
         """Wait until the packages being stored are stored (and answered)."""
         await self._tasks.drain()
+        while self._unanswered:
+            await asyncio.sleep(0)  # the callback that publishes them runs first
+            await self._tasks.drain()
 
     def cancel(self) -> None:
         """Stop storing: their senders get no receipt and send them again later."""
@@ -280,13 +294,7 @@ class Receiver:
                 self.metrics.refused("reception", "other")
                 _log.error("transfer_conflict", reason="same transfer id, other bytes: kept")
                 return
-            # Answered in a task of its own: its PUBACK comes over the link this frame came
-            # in by, which may have stopped reading until the frames waiting are taken, and
-            # taking them may wait for this package's slot.
-            self._tasks.spawn(
-                self._answer(link, sender, package.transfer_id, meta.sha256),
-                name=f"receipt:{package.transfer_id}",
-            )
+            self._answer_soon(link, sender, package.transfer_id, meta.sha256)
             if result.outcome == ReceiveOutcome.DUPLICATE:
                 self.duplicates += 1
                 self.metrics.duplicate(sender)
@@ -306,13 +314,34 @@ class Receiver:
             else:
                 await self.on_package(result.package_id)
 
-    async def _answer(self, link: Link, sender: str, transfer_id: str, sha256: str) -> None:
-        """Publish the hop receipt of a package stored (or known) here."""
+    def _answer_soon(self, link: Link, sender: str, transfer_id: str, sha256: str) -> None:
+        """Have the hop receipt of a package stored (or known) here published, with those of
+        the packages stored in the same commit: the tasks that commit woke all run before a
+        callback scheduled now, so one frame answers them all."""
+        key = (link, sender)
+        waiting = self._unanswered.get(key)
+        if waiting is None:
+            self._unanswered[key] = waiting = []
+            asyncio.get_running_loop().call_soon(self._answer_waiting, key)
+        waiting.append((transfer_id, sha256))
+
+    def _answer_waiting(self, key: tuple[Link, str]) -> None:
+        link, sender = key
+        waiting = self._unanswered.pop(key)
+        for start in range(0, len(waiting), MAX_RECEIPTS):
+            # Published in a task of its own: its PUBACK comes over the link these frames came
+            # in by, which may have stopped reading until the frames waiting are taken, and
+            # taking them may wait for a receive slot.
+            group = waiting[start : start + MAX_RECEIPTS]
+            self._tasks.spawn(self._answer(link, sender, group), name=f"receipt:{group[0][0]}")
+
+    async def _answer(self, link: Link, sender: str, group: list[tuple[str, str]]) -> None:
+        """Publish the hop receipts of ``group`` (transfer id, sha256) in one frame."""
         # The wall clock, not the injected one: the sender compares it with its own.
-        receipt = encode_frame(HopReceipt(transfer_id, sha256, at=time.time()))
+        frame = encode_frame(receipt_frame(group, at=time.time()))
         try:
-            await link.publish(sender, receipt)
-            self.metrics.bytes_out(sender, len(receipt))
+            await link.publish(sender, frame)
+            self.metrics.bytes_out(sender, len(frame))
         except LinkDown as exc:
             # The sender will send again and get its receipt then.
-            _log.warning("hop_receipt_not_sent", reason=str(exc))
+            _log.warning("hop_receipt_not_sent", reason=str(exc), transfers=len(group))
