@@ -71,16 +71,23 @@ class DirectoryHolder:
     def _set(self, version: DirectoryVersion, since: float) -> None:
         self.version = version
         self.since = since
-        self._day = _utc(self.clock()).date()
-        self._routing = version.routing_directory(self._day)
+        self._set_day(self.clock())
+
+    def _set_day(self, now: float) -> None:
+        """The routing directory of the UTC day holding ``now``, and that day's bounds."""
+        self._day = _utc(now).date()
+        start = dt.datetime.combine(self._day, dt.time(), dt.UTC).timestamp()
+        self._day_span = (start, start + 86400.0)
+        self._routing = self.version.routing_directory(self._day)
 
     @property
     def directory(self) -> Directory:
         """The directory in force, with the aliases valid today (what routing reads)."""
-        today = _utc(self.clock()).date()
-        if today != self._day:  # aliases lapse at the end of their day
-            self._day = today
-            self._routing = self.version.routing_directory(today)
+        # Read for every frame and route: a comparison of seconds, no date made each time.
+        now = self.clock()
+        start, end = self._day_span
+        if not start <= now < end:  # aliases lapse at the end of their day
+            self._set_day(now)
         return self._routing
 
     def swap(self, version: DirectoryVersion, since: float) -> DirectoryVersion:

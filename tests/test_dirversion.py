@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from lienthong.devnet.network import topology_text
+from lienthong.dirholder import DirectoryHolder
 from lienthong.dirversion import (
     Alias,
     DirectoryVersion,
@@ -215,3 +216,23 @@ def test_diff_names_added_removed_and_moved_agencies(authority: CertifiedKey) ->
     assert "- 000.00.05.H49 UBND huyện Duy Xuyên" in lines
     assert f"~ 000.01.05.H49 parent: {DISTRICT} -> {PROVINCE}" in lines
     assert diff(new, new) == []
+
+
+def test_the_holder_lets_an_alias_lapse_at_the_end_of_its_utc_day(
+    authority: CertifiedKey,
+) -> None:
+    """The directory a node routes with keeps an alias up to the last second of its day, drops
+    it from the first second of the next, and follows a clock set back."""
+    old = "000.02.05.H49"
+    alias = Alias(old, "000.01.05.H49", dt.date(2025, 12, 31))
+    version = _read(authority, _version(authority, 2, _doc(), aliases=(alias,)))
+    midnight = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    now = [midnight - 1.0]
+    holder = DirectoryHolder(version, now[0], clock=lambda: now[0])
+    routing_before = holder.directory
+    assert not split_by_next_hop(PROVINCE, routing_before, [old]).refused
+    assert holder.directory is routing_before  # the same day: nothing made again
+    now[0] = midnight
+    assert split_by_next_hop(PROVINCE, holder.directory, [old]).refused
+    now[0] = midnight - 12 * 3600.0
+    assert not split_by_next_hop(PROVINCE, holder.directory, [old]).refused
