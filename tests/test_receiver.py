@@ -30,17 +30,22 @@ async def _nothing(package_id: str) -> None:
     raise AssertionError(f"no package should complete, got {package_id}")
 
 
-def _idle_receiver(tmp_path: Path, **settings: Any) -> Receiver:
-    """A receiver over a store that is never opened: no package may complete."""
+def _receiver(store: SqliteStore, tmp_path: Path, **settings: Any) -> Receiver:
+    """A receiver over ``store`` whose processor must never be handed a package."""
+    settings.setdefault("receipts", ReceiptWaiter())
     return Receiver(
-        store=SqliteStore(tmp_path / "state"),
-        receipts=ReceiptWaiter(),
+        store=store,
         on_package=_nothing,
         partial_dir=tmp_path / "partial",
         max_package_bytes=1 << 20,
         metrics=Metrics(),
         **settings,
     )
+
+
+def _idle_receiver(tmp_path: Path, **settings: Any) -> Receiver:
+    """A receiver over a store that is never opened: no package may complete."""
+    return _receiver(SqliteStore(tmp_path / "state"), tmp_path, **settings)
 
 
 async def test_unfinished_transfers_per_peer_are_capped(tmp_path: Path) -> None:
@@ -80,13 +85,9 @@ async def test_package_passing_through_is_routed_unread_before_its_hop_receipt(
     routed: list[list[str]] = []
     async with SqliteStore(tmp_path / "state") as store:
         link = _RecordingLink(store, frames[0].sha256)
-        receiver = Receiver(
-            store=store,
-            receipts=ReceiptWaiter(),
-            on_package=_nothing,
-            partial_dir=tmp_path / "partial",
-            max_package_bytes=1 << 20,
-            metrics=Metrics(),
+        receiver = _receiver(
+            store,
+            tmp_path,
             transit=lambda recipients: {NEXT: tuple(recipients)},
             on_routed=lambda hops: routed.append(list(hops)),
         )
@@ -157,13 +158,9 @@ async def test_packages_stored_in_one_commit_are_answered_in_one_frame(tmp_path:
     ]
     outbox = _Outbox()
     async with SqliteStore(tmp_path / "state") as store:
-        receiver = Receiver(
-            store=store,
-            receipts=ReceiptWaiter(),
-            on_package=_nothing,
-            partial_dir=tmp_path / "partial",
-            max_package_bytes=1 << 20,
-            metrics=Metrics(),
+        receiver = _receiver(
+            store,
+            tmp_path,
             transit=lambda recipients: {NEXT: tuple(recipients)},
             in_memory_max=16 * 1024,
         )
@@ -196,14 +193,7 @@ async def test_a_receipts_frame_acknowledges_each_transfer_it_names(tmp_path: Pa
             assert lease is not None
             leases.append(lease)
         waiting = [waiter.expect(lease.transfer_id, lease.package_id, PEER) for lease in leases]
-        receiver = Receiver(
-            store=store,
-            receipts=waiter,
-            on_package=_nothing,
-            partial_dir=tmp_path / "partial",
-            max_package_bytes=1 << 20,
-            metrics=Metrics(),
-        )
+        receiver = _receiver(store, tmp_path, receipts=waiter)
         group = [(lease.transfer_id, lease.package_id) for lease in leases[:3]]
         group.append((leases[3].transfer_id, "f" * 64))
         frame = encode_frame(receipt_frame(group, at=time.time()))
