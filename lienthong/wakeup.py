@@ -13,15 +13,18 @@ poke says whether one listened).
 
 The socket is in Linux's abstract namespace (``\\0lienthong-wake-`` and a digest of the state
 folder's resolved path): no file to leave behind when a daemon is killed and no limit on the
-folder's path length (a socket file's path must fit in 108 bytes). Any local process may send
-to it; all it can do is make the daemon look at its queue.
+folder's path length (a socket file's path must fit in 108 bytes). Any local process can reach
+it, so the daemon acts only on wake-ups from its own user or root (:class:`Listener`); all a
+wake-up can do is make the daemon look at its queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
+import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -75,28 +78,72 @@ def poke(state_dir: Path, hops: Iterable[str] | None = None) -> bool:
     return True
 
 
-class _Listener(asyncio.DatagramProtocol):
-    def __init__(self, on_wake: Callable[[Hops], None]) -> None:
-        self.on_wake = on_wake
+class Listener:
+    """The daemon's end: reads wake-ups as they come (on the event loop) until closed.
 
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.on_wake(decode(data))
+    Only wake-ups from processes of the daemon's own user, or of root, are acted on (the
+    kernel says who sent each datagram): any local account can reach the socket, and a flood
+    of wake-ups would have the senders read the queue without end. Others are counted and
+    dropped, with a warning for the first."""
 
-    def error_received(self, exc: Exception) -> None:
-        _log.warning("wakeup_socket_error", reason=str(exc))
+    def __init__(self, sock: socket.socket, on_wake: Callable[[Hops], None]) -> None:
+        self._sock = sock
+        self._on_wake = on_wake
+        self._allowed = {0, os.geteuid()}
+        self.refused = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data, ancillary, _, _ = self._sock.recvmsg(MAX_DATAGRAM, _CREDENTIALS_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                _log.warning("wakeup_socket_error", reason=str(exc))
+                return
+            uid = _sender_uid(ancillary)
+            if uid in self._allowed:
+                self._on_wake(decode(data))
+                continue
+            self.refused += 1
+            if self.refused == 1:
+                _log.warning(
+                    "wakeup_refused", uid=uid, reason="not the daemon's user; later ones unlogged"
+                )
+
+    def close(self) -> None:
+        """Stop reading and release the address."""
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
 
 
-async def listen(state_dir: Path, on_wake: Callable[[Hops], None]) -> asyncio.BaseTransport | None:
+_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The sending process's user id, from the credentials the kernel attached."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return int(_CREDENTIALS.unpack(data[: _CREDENTIALS.size])[1])
+    return None
+
+
+async def listen(state_dir: Path, on_wake: Callable[[Hops], None]) -> Listener | None:
     """Call ``on_wake(hops)`` for each wake-up sent to this state folder's daemon, until the
-    returned transport is closed; None (with a warning) when the address is taken, by another
+    returned listener is closed; None (with a warning) when the address is taken, by another
     daemon on the same folder: this one then finds queued work at its polls only."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
+        # The kernel attaches each sender's credentials, which the listener checks.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.bind(address(state_dir))
     except OSError as exc:
         sock.close()
         _log.warning("wakeup_socket_unavailable", state_dir=str(state_dir), reason=str(exc))
         return None
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Listener(on_wake), sock=sock)
-    return transport
+    sock.setblocking(False)
+    return Listener(sock, on_wake)

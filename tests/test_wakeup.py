@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from pathlib import Path
 
+import pytest
 import structlog
 
 from lienthong import wakeup
@@ -111,3 +113,37 @@ def test_send_beside_a_daemon_is_sent_before_its_next_poll(tmp_path: Path) -> No
     finally:
         net.stop()
         net.kill()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sending as another user needs root")
+def test_a_poke_from_another_user_wakes_nobody(tmp_path: Path) -> None:
+    """Only the daemon's own user (and root) may wake it: a flood of wake-ups from any local
+    account would otherwise make its senders read the queue without end. The poke of user
+    ``nobody`` is read and ignored; the daemon's user's next poke is heard."""
+    # The system's Python, which user nobody may run (this one may live under /root).
+    poke = (
+        "import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
+        f" s.sendto({wakeup.encode([PROVINCE_A])!r}, {wakeup.address(tmp_path)!r})"
+    )
+
+    async def main() -> list[wakeup.Hops]:
+        heard: list[wakeup.Hops] = []
+        listener = await wakeup.listen(tmp_path, heard.append)
+        assert listener is not None
+        try:
+            stranger = await asyncio.create_subprocess_exec(
+                "/usr/bin/python3", "-c", poke, user="nobody", cwd="/"
+            )
+            assert await stranger.wait() == 0  # sent: the socket took it
+            await asyncio.sleep(0.2)
+            assert wakeup.poke(tmp_path, [PROVINCE_B])
+            for _ in range(200):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+        finally:
+            listener.close()
+        return heard
+
+    assert asyncio.run(main()) == [(PROVINCE_B,)]
