@@ -14,8 +14,10 @@ three-member nats-server cluster serving the nodes of ``NATS_NODES``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -38,10 +40,30 @@ __all__ = [
     "nats_cluster_fixture",
     "next_message",
     "nothing_more",
+    "session",
 ]
 
 RECEIVE_S = 10.0
 QUIET_S = 0.5
+CONNECT_TRIES = 3
+
+
+@contextlib.asynccontextmanager
+async def session(broker: Broker, code: str | None, **kwargs: Any) -> AsyncIterator[aiomqtt.Client]:
+    """``broker.client(code, **kwargs)``, connected, as ``async with`` gives it; a connect that
+    times out is made again with a new client, up to three tries, as a node's link reconnects:
+    a NATS member under load can leave a CONNECT unanswered."""
+    for attempt in range(1, CONNECT_TRIES + 1):
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(broker.client(code, **kwargs))
+        except aiomqtt.MqttError as exc:
+            if attempt == CONNECT_TRIES or "timed out" not in str(exc):
+                raise
+            continue
+        async with stack:
+            yield client
+        return
 
 
 async def next_message(client: aiomqtt.Client) -> aiomqtt.Message:

@@ -21,6 +21,7 @@ from brokers import (
     nats_cluster_fixture,  # noqa: F401 (fixture)
     next_message,
     nothing_more,
+    session,
 )
 
 from lienthong.devnet.natscluster import NatsCluster
@@ -51,7 +52,7 @@ async def test_frame_published_through_one_member_arrives_through_another(
 ) -> None:
     """A's frame to B's inbox, published via member 1, reaches B connected to member 2."""
     first, second, _ = nats_cluster.members
-    async with second.client(B) as b, first.client(A) as a:
+    async with session(second, B) as b, session(first, A) as a:
         await b.subscribe(inbox(B), qos=1)
         await a.publish(topic(B, A), b"frame", qos=1)
         message = await next_message(b)
@@ -62,7 +63,7 @@ async def test_node_cannot_read_another_nodes_inbox(nats_cluster: NatsCluster) -
     """C's subscriptions to B's inbox, to everything and to the server's delivery subjects are
     refused, and C receives none of B's frames; its own inbox works."""
     member = nats_cluster.members[0]
-    async with member.client(B) as b, member.client(C) as c, member.client(A) as a:
+    async with session(member, B) as b, session(member, C) as c, session(member, A) as a:
         await b.subscribe(inbox(B), qos=1)
         for forbidden in (f"lienthong/v1/{B.replace('.', DOT)}/in/#", "#", "$MQTT/sub/#"):
             assert _refused(await c.subscribe(forbidden, qos=1)), forbidden
@@ -77,7 +78,7 @@ async def test_node_cannot_read_another_nodes_inbox(nats_cluster: NatsCluster) -
 async def test_forged_sender_segment_gets_nothing_through(nats_cluster: NatsCluster) -> None:
     """C publishing to B's inbox as if from A is dropped; C's genuine frame still arrives."""
     member = nats_cluster.members[1]
-    async with member.client(B) as b, member.client(C) as c:
+    async with session(member, B) as b, session(member, C) as c:
         await b.subscribe(inbox(B), qos=1)
         await c.publish(topic(B, A), b"forged", qos=1)
         await c.publish(topic(B, C), b"genuine", qos=1)
@@ -90,14 +91,14 @@ async def test_client_id_of_another_node_never_gets_its_frames(nats_cluster: Nat
     """C connecting with B's client id receives none of B's frames, and B finds them waiting
     when it reconnects. (Unlike mosquitto, nats-server lets the impostor end B's connection.)"""
     member = nats_cluster.members[2]
-    async with member.client(B, clean_session=False) as b:
+    async with session(member, B, clean_session=False) as b:
         await b.subscribe(inbox(B), qos=1)
-    async with member.client(C, identifier=B, clean_session=False) as impostor:
+    async with session(member, C, identifier=B, clean_session=False) as impostor:
         assert _refused(await impostor.subscribe(inbox(B), qos=1))
-        async with member.client(A) as a:
+        async with session(member, A) as a:
             await a.publish(topic(B, A), b"still B's", qos=1)
         assert await nothing_more(impostor) == []
-    async with member.client(B, clean_session=False) as b:
+    async with session(member, B, clean_session=False) as b:
         assert (await next_message(b)).payload == b"still B's"
 
 
@@ -147,12 +148,12 @@ async def test_queued_frames_survive_the_loss_of_the_member_holding_the_session(
     member 1 is SIGKILLed (published again until the cluster takes it, as senders do); B
     reconnecting to member 3 receives it."""
     first, second, third = nats_cluster.members
-    async with first.client(B, clean_session=False) as b:
+    async with session(first, B, clean_session=False) as b:
         await b.subscribe(inbox(B), qos=1)
     first.kill()
     try:
         await _publish_until_accepted(second, A, topic(B, A), b"while member 1 was down")
-        async with third.client(B, clean_session=False) as b:
+        async with session(third, B, clean_session=False) as b:
             assert (await next_message(b)).payload == b"while member 1 was down"
     finally:
         first.start()
