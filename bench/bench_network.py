@@ -401,7 +401,7 @@ class LienthongRoute:
             store=self.source_store,
             max_package_bytes=config.transfer.max_package_bytes,
             # As `lienthong send` does: the source daemon is told at once what was queued.
-            on_enqueued=lambda hops: wakeup.poke(config.node.state_dir, hops),
+            on_enqueued=wakeup.poker(config.node.state_dir),
         )
         self.destination_store = SqliteStore(net.nodes[DESTINATION].workdir / "state")
 

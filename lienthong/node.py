@@ -487,7 +487,7 @@ class Node:
                 tasks.append(tg.create_task(self.spool.run(), name="spool"))
             self.gateway = await self._start_gateway()
             # Commands beside the daemon (`lienthong send`) say when they queue transfers.
-            wakeups = await wakeup.listen(self.config.node.state_dir, self._on_wakeup)
+            wakeups = wakeup.listen(self.config.node.state_dir, self._on_wakeup)
             try:
                 status = self.describe()
                 self.notifier.ready(status)

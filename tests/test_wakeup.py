@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,42 +43,94 @@ def test_a_poke_with_no_daemon_listening_is_no_error(tmp_path: Path) -> None:
     assert wakeup.poke(tmp_path, [PROVINCE_A]) is False
 
 
+async def _until(check: Callable[[], bool]) -> None:
+    """Let the loop read datagrams until ``check`` holds (two seconds at most)."""
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_the_listener_hears_pokes_for_its_state_folder_only(tmp_path: Path) -> None:
     mine, other = tmp_path / "a" / "state", tmp_path / "b" / "state"
+    mine.mkdir(parents=True)
+    other.mkdir(parents=True)
 
     async def main() -> list[wakeup.Hops]:
         heard: list[wakeup.Hops] = []
-        transport = await wakeup.listen(mine, heard.append)
-        assert transport is not None
+        listener = wakeup.listen(mine, heard.append)
+        assert listener is not None
         try:
+            assert stat.S_IMODE((mine / wakeup.ADDRESS_FILE).stat().st_mode) == 0o600
             assert wakeup.poke(mine, [PROVINCE_B])
             assert wakeup.poke(mine)
             assert not wakeup.poke(other, [PROVINCE_A])
-            for _ in range(200):
-                if len(heard) == 2:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(heard) == 2)
         finally:
-            transport.close()
+            listener.close()
+        assert not (mine / wakeup.ADDRESS_FILE).exists()
+        assert not wakeup.poke(mine)
         return heard
 
     assert asyncio.run(main()) == [(PROVINCE_B,), None]
 
 
-def test_a_second_listener_on_one_state_folder_is_refused_with_a_warning(tmp_path: Path) -> None:
-    async def main() -> tuple[object, object]:
-        first = await wakeup.listen(tmp_path, lambda hops: None)
+def test_the_newest_listener_on_a_folder_is_the_one_woken(tmp_path: Path) -> None:
+    """A daemon started on a folder another left (or a standby taking over) takes the
+    wake-ups; the one before closing leaves the newer one's address in place."""
+
+    async def main() -> tuple[list[wakeup.Hops], list[wakeup.Hops]]:
+        old: list[wakeup.Hops] = []
+        new: list[wakeup.Hops] = []
+        first = wakeup.listen(tmp_path, old.append)
+        second = wakeup.listen(tmp_path, new.append)
+        assert first is not None
+        assert second is not None
+        try:
+            first.close()
+            assert wakeup.poke(tmp_path, [PROVINCE_A])
+            await _until(lambda: bool(new))
+        finally:
+            second.close()
+        return old, new
+
+    assert asyncio.run(main()) == ([], [(PROVINCE_A,)])
+
+
+def test_no_socket_here_is_a_warning_and_polling(tmp_path: Path) -> None:
+    async def main() -> tuple[object, list[object]]:
+        with structlog.testing.capture_logs() as logs:
+            listener = wakeup.listen(tmp_path / "missing", lambda hops: None)
+        return listener, logs  # type: ignore[return-value]
+
+    listener, logs = asyncio.run(main())
+    assert listener is None
+    assert [entry["event"] for entry in logs] == ["wakeup_socket_unavailable"]  # type: ignore[index]
+
+
+def test_a_wake_up_that_fails_does_not_stop_the_listening(tmp_path: Path) -> None:
+    async def main() -> list[wakeup.Hops]:
+        heard: list[wakeup.Hops] = []
+
+        def on_wake(hops: wakeup.Hops) -> None:
+            heard.append(hops)
+            if len(heard) == 1:
+                raise RuntimeError("a sender that is gone")
+
+        listener = wakeup.listen(tmp_path, on_wake)
+        assert listener is not None
         try:
             with structlog.testing.capture_logs() as logs:
-                second = await wakeup.listen(tmp_path, lambda hops: None)
+                assert wakeup.poke(tmp_path, [PROVINCE_A])
+                await _until(lambda: bool(heard))
+            assert [entry["event"] for entry in logs] == ["wakeup_failed"]
+            assert wakeup.poke(tmp_path, [PROVINCE_B])
+            await _until(lambda: len(heard) == 2)
         finally:
-            assert first is not None
-            first.close()
-        return second, logs
+            listener.close()
+        return heard
 
-    second, logs = asyncio.run(main())
-    assert second is None
-    assert [entry["event"] for entry in logs] == ["wakeup_socket_unavailable"]  # type: ignore[attr-defined]
+    assert asyncio.run(main()) == [(PROVINCE_A,), (PROVINCE_B,)]
 
 
 def test_send_beside_a_daemon_is_sent_before_its_next_poll(tmp_path: Path) -> None:
@@ -120,30 +174,28 @@ def test_a_poke_from_another_user_wakes_nobody(tmp_path: Path) -> None:
     """Only the daemon's own user (and root) may wake it: a flood of wake-ups from any local
     account would otherwise make its senders read the queue without end. The poke of user
     ``nobody`` is read and ignored; the daemon's user's next poke is heard."""
-    # The system's Python, which user nobody may run (this one may live under /root).
-    poke = (
-        "import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
-        f" s.sendto({wakeup.encode([PROVINCE_A])!r}, {wakeup.address(tmp_path)!r})"
-    )
 
-    async def main() -> list[wakeup.Hops]:
+    async def main() -> tuple[list[wakeup.Hops], int]:
         heard: list[wakeup.Hops] = []
-        listener = await wakeup.listen(tmp_path, heard.append)
+        listener = wakeup.listen(tmp_path, heard.append)
         assert listener is not None
+        # A stranger who found the name (every socket's is in /proc/net/unix), with the
+        # system's Python, which user nobody may run (this one may live under /root).
+        name = (tmp_path / wakeup.ADDRESS_FILE).read_text(encoding="ascii").strip()
+        poke = (
+            "import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM);"
+            f" s.sendto({wakeup.encode([PROVINCE_A])!r}, {chr(0) + name!r})"
+        )
         try:
             stranger = await asyncio.create_subprocess_exec(
                 "/usr/bin/python3", "-c", poke, user="nobody", cwd="/"
             )
             assert await stranger.wait() == 0  # sent: the socket took it
-            await asyncio.sleep(0.2)
+            await _until(lambda: listener.refused == 1)
             assert wakeup.poke(tmp_path, [PROVINCE_B])
-            for _ in range(200):
-                if heard:
-                    break
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)
+            await _until(lambda: bool(heard))
         finally:
             listener.close()
-        return heard
+        return heard, listener.refused
 
-    assert asyncio.run(main()) == [(PROVINCE_B,)]
+    assert asyncio.run(main()) == ([(PROVINCE_B,)], 1)

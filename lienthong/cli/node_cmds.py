@@ -87,7 +87,7 @@ async def local_processor(config: Config) -> AsyncIterator[Processor]:
             max_age_s=config.store.package_max_age_s,
             strict=config.validation.strict,
             # The daemon sends what this queues: told at once, it need not wait for its poll.
-            on_enqueued=lambda hops: wakeup.poke(config.node.state_dir, hops),
+            on_enqueued=wakeup.poker(config.node.state_dir),
         )
 
 
