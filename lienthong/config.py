@@ -225,6 +225,9 @@ class TransferSettings:
         600.0, _positive, "drop a transfer begun by a neighbour when it stalls this long"
     )
     poll_s: float = _setting(1.0, _positive, "look for due transfers at least this often")
+    group_receipts: bool = _setting(
+        True, None, "answer packages stored together with one receipts frame per neighbour"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,21 +74,22 @@ class DirectoryHolder:
         self._set_day(self.clock())
 
     def _set_day(self, now: float) -> None:
-        """The routing directory of the UTC day holding ``now``, and that day's bounds."""
-        self._day = _utc(now).date()
-        start = dt.datetime.combine(self._day, dt.time(), dt.UTC).timestamp()
-        self._day_span = (start, start + 86400.0)
-        self._routing = self.version.routing_directory(self._day)
+        """The routing directory of the UTC day holding ``now``, with that day's bounds in
+        seconds, kept in one assignment once made."""
+        day = _utc(now).date()
+        start = dt.datetime.combine(day, dt.time(), dt.UTC).timestamp()
+        self._today = (start, start + 86400.0, self.version.routing_directory(day))
 
     @property
     def directory(self) -> Directory:
         """The directory in force, with the aliases valid today (what routing reads)."""
         # Read for every frame and route: a comparison of seconds, no date made each time.
         now = self.clock()
-        start, end = self._day_span
-        if not start <= now < end:  # aliases lapse at the end of their day
-            self._set_day(now)
-        return self._routing
+        start, end, routing = self._today
+        if start <= now < end:
+            return routing
+        self._set_day(now)  # aliases lapse at the end of their day
+        return self._today[2]
 
     def swap(self, version: DirectoryVersion, since: float) -> DirectoryVersion:
         """Put ``version`` in force from ``since``; the version it replaces."""

@@ -172,6 +172,7 @@ class Node:
             on_routed=self._wake_senders,
             # Such a package lives in its row: a file would be written, read back and removed.
             in_memory_max=config.store.inline_max_bytes - 1,
+            group_receipts=config.transfer.group_receipts,
         )
         self.senders = self._make_senders()
         authority = config.directory.authority

@@ -361,3 +361,16 @@ def test_receipts_frame_with_unknown_field_or_payload_is_refused() -> None:
         decode_frame(wire + b"x")
     with pytest.raises(FrameError, match="unknown frame header field"):
         decode_frame(wire.replace(b'"v":1', b'"v":1,"extra":0'))
+
+
+def test_the_largest_receipts_frame_fits_its_header_limit() -> None:
+    """256 receipts with the longest transfer ids allowed still make a frame that decodes."""
+    group = [(f"{i:03d}" + "t" * 125, hashlib.sha256(b"%d" % i).hexdigest()) for i in range(256)]
+    decoded = decode_frame(encode_frame(receipt_frame(group, at=1_800_000_000.0)))
+    assert isinstance(decoded, HopReceipts)
+    assert len(decoded.receipts) == 256
+
+
+def test_receipts_of_one_frame_share_one_time() -> None:
+    with pytest.raises(FrameError, match="share one time"):
+        HopReceipts((HopReceipt("t-1", "a" * 64, at=1.0), HopReceipt("t-2", "b" * 64, at=2.0)))

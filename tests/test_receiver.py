@@ -13,6 +13,7 @@ from lienthong.store import PackageMeta, SqliteStore
 from lienthong.transport.frames import (
     HopReceipt,
     HopReceipts,
+    TransferFrame,
     decode_frame,
     encode_frame,
     receipt_frame,
@@ -150,12 +151,19 @@ class _Outbox:
         self.published.append((to, payload))
 
 
-async def test_packages_stored_in_one_commit_are_answered_in_one_frame(tmp_path: Path) -> None:
-    """Five packages from one neighbour that arrive together share a commit, and one
-    ``receipts`` frame answers all five, each with its own digest."""
-    frames = [
-        split_into_frames(f"t-{i}", "edoc", [FAR], b"%d" % i * 300, 4096)[0] for i in range(5)
+def _passing_through(count: int) -> list[TransferFrame]:
+    """``count`` one-frame packages for FAR, labelled as a sending node labels them (so the
+    receiver passes them on unread, with nothing between their arrival and the store)."""
+    return [
+        split_into_frames(
+            f"t-{i}", "edoc", [FAR], b"%d" % i * 300, 4096, document=f"{i}/UBND", origin=PEER
+        )[0]
+        for i in range(count)
     ]
+
+
+async def _answers(tmp_path: Path, frames: list[TransferFrame], **settings: Any) -> list[bytes]:
+    """The frames a receiver publishes back to PEER for ``frames`` arriving together."""
     outbox = _Outbox()
     async with SqliteStore(tmp_path / "state") as store:
         receiver = _receiver(
@@ -163,17 +171,50 @@ async def test_packages_stored_in_one_commit_are_answered_in_one_frame(tmp_path:
             tmp_path,
             transit=lambda recipients: {NEXT: tuple(recipients)},
             in_memory_max=16 * 1024,
+            **settings,
         )
         for frame in frames:
             await receiver.on_frame(outbox, PEER, encode_frame(frame))  # type: ignore[arg-type]
         await receiver.drain()
-        assert receiver.received == 5
-    assert [to for to, _ in outbox.published] == [PEER]
-    answer = decode_frame(outbox.published[0][1])
+        assert receiver.received == len(frames)
+    assert {to for to, _ in outbox.published} == {PEER}
+    return [payload for _, payload in outbox.published]
+
+
+async def test_packages_stored_in_one_commit_are_answered_in_one_frame(tmp_path: Path) -> None:
+    """Five packages from one neighbour that arrive together share a commit, and one
+    ``receipts`` frame answers all five, each with its own digest."""
+    frames = _passing_through(5)
+    (payload,) = await _answers(tmp_path, frames)
+    answer = decode_frame(payload)
     assert isinstance(answer, HopReceipts)
     assert [(r.transfer_id, r.sha256) for r in answer.receipts] == [
         (f.transfer_id, f.sha256) for f in frames
     ]
+
+
+async def test_without_grouping_each_package_gets_a_receipt_frame(tmp_path: Path) -> None:
+    """``transfer.group_receipts = false`` (a neighbour of an earlier release): the same five
+    packages are answered with five plain ``receipt`` frames."""
+    frames = _passing_through(5)
+    answers = [decode_frame(p) for p in await _answers(tmp_path, frames, group_receipts=False)]
+    assert all(isinstance(a, HopReceipt) for a in answers)
+    assert sorted(a.transfer_id for a in answers) == sorted(f.transfer_id for f in frames)  # type: ignore[union-attr]
+
+
+async def test_receipts_waiting_when_the_receiver_is_cancelled_are_not_sent(
+    tmp_path: Path,
+) -> None:
+    """After cancel() (the drain ran out of time at shutdown) nothing more is published: the
+    senders send those transfers again and are answered then."""
+    outbox = _Outbox()
+    async with SqliteStore(tmp_path / "state") as store:
+        receiver = _receiver(store, tmp_path)
+        receiver._answer_soon(outbox, PEER, "t-1", "a" * 64)  # type: ignore[arg-type]
+        receiver.cancel()
+        await asyncio.sleep(0)  # the answering callback runs, finds nothing
+        await receiver.drain()
+    assert outbox.published == []
 
 
 async def test_a_receipts_frame_acknowledges_each_transfer_it_names(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "max_chunks",
     "parse_topic",
     "receipt_frame",
+    "receipts_of",
     "split_into_frames",
 ]
 
@@ -196,6 +197,11 @@ class HopReceipts:
             raise FrameError("the hop receipts of one frame share one time")
 
 
+def receipts_of(frame: HopReceipt | HopReceipts) -> tuple[HopReceipt, ...]:
+    """The hop receipts a receipt frame carries, one or several."""
+    return frame.receipts if isinstance(frame, HopReceipts) else (frame,)
+
+
 def receipt_frame(transfers: Sequence[tuple[str, str]], at: float | None) -> Frame:
     """The frame answering ``transfers`` (transfer id, sha256) stored together: a
     :class:`HopReceipt` for one, :class:`HopReceipts` for more (at most MAX_RECEIPTS)."""
@@ -334,7 +340,7 @@ def decode_frame(data: bytes) -> Frame:
         _refuse_unknown(header, _RECEIPTS_KEYS)
         status, at = _receipt_fields(header, payload)
         entries = _field(header, "transfers", list)
-        if not 1 <= len(entries) <= MAX_RECEIPTS:
+        if len(entries) > MAX_RECEIPTS:  # refused before a receipt is made of each
             raise FrameError(f"a receipts frame holds 1 to {MAX_RECEIPTS} hop receipts")
         if not all(
             isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)

@@ -58,6 +58,7 @@ from lienthong.transport.frames import (
     decode_frame,
     encode_frame,
     receipt_frame,
+    receipts_of,
 )
 from lienthong.transport.link import Link, LinkDown
 from lienthong.transport.reassembly import SUFFIX, Reassembler
@@ -119,12 +120,16 @@ class Receiver:
         transit: Callable[[Sequence[str]], Hops | None] = _not_transit,
         on_routed: Callable[[Iterable[str]], None] = lambda hops: None,
         in_memory_max: int = 0,
+        group_receipts: bool = True,
     ) -> None:
         """``metrics`` counts bytes, packages stored, duplicates and refused frames;
         ``concurrency`` bounds the packages being stored at once; ``transit(recipients)`` gives
         the next hops of a package only passing through (None: read it here), and
         ``on_routed(hops)`` is called once such a package's transfers are queued; a package
-        in one frame of at most ``in_memory_max`` bytes is reassembled in memory.
+        in one frame of at most ``in_memory_max`` bytes is reassembled in memory;
+        ``group_receipts`` answers the packages of one neighbour stored in one commit with one
+        ``receipts`` frame (else one ``receipt`` frame each, for neighbours of an earlier
+        release).
         ``partial_dir`` holds the files of transfers being reassembled: on the filesystem of
         the store's folder, since the store adopts them by renaming."""
         self.store = store
@@ -135,6 +140,7 @@ class Receiver:
         self.on_routed = on_routed
         self.max_package_bytes = max_package_bytes
         self.in_memory_max = in_memory_max
+        self.group_receipts = group_receipts
         self.partial_ttl = partial_ttl
         self.clock = clock
         self.metrics = metrics or Metrics()
@@ -162,10 +168,8 @@ class Receiver:
             self.metrics.frame_refused(sender)
             _log.warning("frame_refused", peer=sender, reason=str(exc))
             return
-        if isinstance(frame, HopReceipt):
-            self._tasks.spawn(self._on_receipt(sender, frame), name=f"ack:{frame.transfer_id}")
-        elif isinstance(frame, HopReceipts):
-            for receipt in frame.receipts:
+        if isinstance(frame, HopReceipt | HopReceipts):
+            for receipt in receipts_of(frame):
                 self._tasks.spawn(
                     self._on_receipt(sender, receipt), name=f"ack:{receipt.transfer_id}"
                 )
@@ -239,7 +243,9 @@ class Receiver:
             await self._tasks.drain()
 
     def cancel(self) -> None:
-        """Stop storing: their senders get no receipt and send them again later."""
+        """Stop storing and answering: their senders get no receipt and send them again
+        later."""
+        self._unanswered.clear()
         self._tasks.cancel()
 
     def collect_leftovers(self) -> int:
@@ -316,8 +322,13 @@ class Receiver:
 
     def _answer_soon(self, link: Link, sender: str, transfer_id: str, sha256: str) -> None:
         """Have the hop receipt of a package stored (or known) here published, with those of
-        the packages stored in the same commit: the tasks that commit woke all run before a
-        callback scheduled now, so one frame answers them all."""
+        the other packages from ``sender`` answered before the loop's next turn.
+
+        That groups the packages of one commit because the store resolves a batch's futures
+        together and :meth:`_on_package` reaches this call from the store's answer without
+        awaiting anything else: the tasks one commit wakes all run in the same turn, before a
+        callback scheduled now. An ``await`` added on that path only makes the frames smaller
+        (one receipt each at worst), never loses one."""
         key = (link, sender)
         waiting = self._unanswered.get(key)
         if waiting is None:
@@ -327,12 +338,13 @@ class Receiver:
 
     def _answer_waiting(self, key: tuple[Link, str]) -> None:
         link, sender = key
-        waiting = self._unanswered.pop(key)
-        for start in range(0, len(waiting), MAX_RECEIPTS):
+        waiting = self._unanswered.pop(key, [])  # none after cancel()
+        size = MAX_RECEIPTS if self.group_receipts else 1
+        for start in range(0, len(waiting), size):
             # Published in a task of its own: its PUBACK comes over the link these frames came
             # in by, which may have stopped reading until the frames waiting are taken, and
             # taking them may wait for a receive slot.
-            group = waiting[start : start + MAX_RECEIPTS]
+            group = waiting[start : start + size]
             self._tasks.spawn(self._answer(link, sender, group), name=f"receipt:{group[0][0]}")
 
     async def _answer(self, link: Link, sender: str, group: list[tuple[str, str]]) -> None:
