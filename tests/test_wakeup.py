@@ -8,11 +8,13 @@ import asyncio
 import datetime as dt
 import os
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import structlog
+from test_store_sqlite import expired_transfer, write_config
 
 from lienthong import wakeup
 from lienthong.devnet.network import Network, poll_until
@@ -199,3 +201,29 @@ def test_a_poke_from_another_user_wakes_nobody(tmp_path: Path) -> None:
         return heard, listener.refused
 
     assert asyncio.run(main()) == ([(PROVINCE_B,)], 1)
+
+
+def test_requeue_beside_a_daemon_wakes_every_sender(tmp_path: Path) -> None:
+    """`lienthong requeue` puts a dead transfer back and wakes the daemon listening on that
+    store's folder: every hop (the command does not say which)."""
+    config = write_config(tmp_path)
+    asyncio.run(expired_transfer(tmp_path / "state"))
+
+    async def main() -> list[wakeup.Hops]:
+        heard: list[wakeup.Hops] = []
+        listener = wakeup.listen(tmp_path / "state", heard.append)
+        assert listener is not None
+        try:
+            command = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "lienthong", "requeue", "--all-dead"),
+                *("--config", str(config)),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await command.communicate()
+            assert b"requeued 1" in out
+            await _until(lambda: bool(heard))
+        finally:
+            listener.close()
+        return heard
+
+    assert asyncio.run(main()) == [None]
