@@ -38,11 +38,11 @@ def test_rows_read_ahead_are_used_in_order_skipping_those_taken_since() -> None:
     takes.reserve("t3", 100.0)
     first = takes.next_ahead("H41", 10.1)
     assert first is not None
-    assert first[0]["transfer_id"] == "t1"
+    assert first["transfer_id"] == "t1"
     assert takes.next_ahead("H30", 10.1) is None  # another hop has none
     second = takes.next_ahead("H41", 10.2)
     assert second is not None
-    assert second[0]["transfer_id"] == "t4"
+    assert second["transfer_id"] == "t4"
     assert takes.next_ahead("H41", 10.3) is None
 
 

@@ -767,10 +767,8 @@ class SqlStore:
         lease ran out is taken in a write transaction of its own (the retry schedule decides).
         """
         takes = self._takes
-        ahead = takes.next_ahead(next_hop, now)
-        if ahead is not None:
-            row = ahead[0]
-        else:
+        row = takes.next_ahead(next_hop, now)
+        if row is None:
             reserved = dict(takes.reserved)
             hop = "" if next_hop is None else " AND t.next_hop = ?"
             extra = () if next_hop is None else (next_hop,)

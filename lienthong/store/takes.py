@@ -79,9 +79,9 @@ class Takes:
             self._ahead.pop(hop, None)
         self._prune()
 
-    def next_ahead(self, hop: str | None, now: float) -> tuple[Any, int] | None:
-        """The next usable row read ahead for ``hop`` and the takes its read had seen; None
-        when there is none (or they are too old)."""
+    def next_ahead(self, hop: str | None, now: float) -> Any | None:
+        """The next usable row read ahead for ``hop``; None when there is none (or they are
+        too old)."""
         kept = self._ahead.pop(hop, None)
         if kept is None:
             return None
@@ -95,7 +95,7 @@ class Takes:
                 if rows:
                     self._ahead[hop] = (seen, read_at, rows)
                 self._prune()
-                return row, seen
+                return row
         self._prune()
         return None
 
