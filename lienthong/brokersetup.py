@@ -54,20 +54,33 @@ which the kernel gives outgoing connections their local port. A port chosen ther
 taken by one of the network's own MQTT connections before its daemon or broker binds it."""
 
 
+_given: set[int] = set()
+"""Ports :func:`free_port` has returned in this process: a network's ports are all chosen
+before its first broker binds one, so a port free now may already be promised."""
+
+
 def free_port(host: str = LOCAL) -> int:
     """A TCP port on ``host`` that nobody listens on right now, outside the ephemeral range
-    (chosen at random, so that processes choosing at once rarely meet)."""
+    (chosen at random, so that processes choosing at once rarely meet), and never one this
+    process was given before."""
     for _ in range(100):
         port = random.choice(_LISTEN_PORTS)
+        if port in _given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+        _given.add(port)
+        return port
+    while True:  # every try was taken: let the kernel choose
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))  # every try was taken: let the kernel choose
-        return int(sock.getsockname()[1])
 
 
 def tls_probe(
