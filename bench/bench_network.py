@@ -475,7 +475,7 @@ async def lienthong(net: Network, args: argparse.Namespace, attachment: int) -> 
         burst = edoc_items(2, args.packages, attachment)
         pids = {code: node.process.pid for code, node in net.nodes.items() if node.process}
         meter = CpuMeter({**pids, **broker_pids(net)})
-        profiler = start_profile(net, args)
+        profiler = start_profile(net, args.profile, args.profile_out, args.profile_format)
         started = time.time()
         meter.start()
         rows.append(await route.measure("lienthong, 6 hops, burst", burst, None, args.concurrency))
@@ -505,14 +505,14 @@ def stored_since(net: Network, code: str, since: float) -> int:
     return int(count)
 
 
-def start_profile(net: Network, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
-    """py-spy recording the daemon of ``--profile`` (CPU mode), or None."""
-    if not args.profile:
+def start_profile(net: Network, code: str, out: str, fmt: str) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the daemon of node ``code`` (CPU mode) into ``out`` in format ``fmt``
+    (flamegraph, raw, ...); None when ``code`` is empty."""
+    if not code:
         return None
-    node = net.nodes[args.profile]
+    node = net.nodes[code]
     assert node.process is not None
-    out = Path(args.profile_out)
-    print(f"profiling {args.profile} into {out}", file=sys.stderr)
+    print(f"profiling {code} into {out}", file=sys.stderr)
     return subprocess.Popen(
         [
             str(Path(sys.executable).with_name("py-spy")),
@@ -522,9 +522,9 @@ def start_profile(net: Network, args: argparse.Namespace) -> subprocess.Popen[by
             "--rate",
             "200",
             "--format",
-            args.profile_format,
+            fmt,
             "-o",
-            str(out),
+            out,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,7 +1,8 @@
 """One transit node: packages per second through a single ``lienthong run`` daemon, against a
 raw aiomqtt relay of the same frames on the same broker, in the same run.
 
-Run: ``.venv/bin/python bench/bench_transit.py [--small N] [--large N] [--rounds R]``
+Run: ``.venv/bin/python bench/bench_transit.py [--small N] [--large N] [--rounds R]``; with
+``--profile FILE``, py-spy (CPU mode) records the daemon over each lienthong round.
 
 The network is config/topologies/four-tier.toml; only its national broker and, for the
 lienthong rows, the national node's daemon (000.00.00.G22) run. A raw producer with the
@@ -44,7 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
-from bench_network import TOPOLOGY, cpu_seconds, interrupted, percentile, run_async
+from bench_network import (
+    TOPOLOGY,
+    cpu_seconds,
+    interrupted,
+    percentile,
+    run_async,
+    start_profile,
+    stop_profile,
+)
 
 from lienthong.devnet.network import Network
 from lienthong.logs import configure
@@ -243,11 +252,14 @@ def run(root: Path, args: argparse.Namespace) -> list[Row]:
                 rows.append(run_async(raw_round(net, f"raw relay {round_ + 1}", packages)))
                 net.nodes[TRANSIT].start()
                 net.nodes[TRANSIT].wait_ready()
+                out = f"{args.profile}.{round_ + 1}.{size}" if args.profile else ""
+                profiler = start_profile(net, TRANSIT if out else "", out, args.profile_format)
                 try:
                     rows.append(
                         run_async(lienthong_round(net, f"lienthong {round_ + 1}", packages))
                     )
                 finally:
+                    stop_profile(profiler)
                     net.nodes[TRANSIT].stop()
     finally:
         try:
@@ -296,6 +308,14 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=8, help="transfer.window (8)")
     parser.add_argument("--poll", type=float, default=0.05, help="transfer.poll_s (0.05)")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (a temp dir)")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="py-spy records the daemon in each lienthong round into PROFILE.ROUND.SIZE",
+    )
+    parser.add_argument(
+        "--profile-format", default="flamegraph", help="py-spy format (flamegraph, raw, ...)"
+    )
     args = parser.parse_args()
     configure(json=False, level="warning", stream=sys.stderr)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
