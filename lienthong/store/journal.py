@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,31 @@ def entry_hash(
     detail: str,
 ) -> str:
     """The chained hash of one entry."""
-    body = canonical(
-        {
+    body = entry_body(seq, at, entity, entity_id, from_state, to_state, detail)
+    return hashlib.sha256(prev_hash.encode() + body).hexdigest()
+
+
+# The JSON string literal of a str, as json.dumps(..., ensure_ascii=False) writes it.
+_text = json.encoder.encode_basestring
+
+
+def entry_body(
+    seq: int,
+    at: float,
+    entity: str,
+    entity_id: str,
+    from_state: str | None,
+    to_state: str,
+    detail: str,
+) -> bytes:
+    """:func:`canonical` of one entry's fields: the bytes its hash covers.
+
+    Every state change writes one entry, so this is on the path of every transfer: the usual
+    entry (an int ``seq``, a finite float or int ``at``) is written out directly, which gives
+    the same bytes as :func:`canonical` for a fraction of the work; anything else goes through
+    :func:`canonical` itself."""
+    if type(seq) is not int or type(at) not in (float, int) or not math.isfinite(at):
+        fields = {
             "seq": seq,
             "at": at,
             "entity": entity,
@@ -68,8 +92,12 @@ def entry_hash(
             "to": to_state,
             "detail": detail,
         }
-    )
-    return hashlib.sha256(prev_hash.encode() + body).hexdigest()
+        return canonical(fields)
+    before = "null" if from_state is None else _text(from_state)
+    return (
+        f'{{"at":{at!r},"detail":{_text(detail)},"entity":{_text(entity)},'
+        f'"entity_id":{_text(entity_id)},"from":{before},"seq":{seq!r},"to":{_text(to_state)}}}'
+    ).encode()
 
 
 def make_entry(
