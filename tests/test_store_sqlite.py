@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -192,6 +193,55 @@ async def test_locked_database_is_a_clear_transient_error(tmp_path: Path) -> Non
         other.execute("ROLLBACK")
         assert await store.resume_intake() is True
         assert await store.put_package(data, meta, T0) == (meta.sha256, False)
+
+
+async def test_a_lock_held_elsewhere_is_waited_for_off_the_event_loop(tmp_path: Path) -> None:
+    """A write that finds the database locked by another process waits in the writer thread:
+    the event loop goes on (here it is what releases the lock) and the write then lands."""
+    async with SqliteStore(tmp_path, StoreSettings(busy_timeout_ms=30_000)) as store:
+        other = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        data, meta = pkg(1)
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        writing = asyncio.create_task(store.put_package(data, meta, T0))
+        await asyncio.sleep(0.2)
+        # Far below the 30 s a loop stuck in the lock's wait would have taken.
+        assert loop.time() - before < 10
+        assert not writing.done()
+        other.execute("ROLLBACK")
+        assert await writing == (meta.sha256, False)
+        assert store.intake_blocked is None
+        other.close()
+
+
+async def test_durable_writes_flush_the_log_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write someone is promised returns only after the WAL is flushed to disk; bookkeeping
+    that may be lost (taking a transfer, a hop receipt) does not flush it by itself."""
+    flushed: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    wal = str(tmp_path / "store.sqlite3-wal")
+    async with SqliteStore(tmp_path) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        assert flushed == [wal]
+        (tid,) = await store.enqueue(meta.sha256, {"000.00.00.G22": ["x"]}, T0)
+        assert flushed == [wal, wal]
+        lease = await store.lease_transfer(None, T0)
+        assert lease is not None
+        assert lease.transfer_id == tid
+        assert await store.ack(tid, meta.sha256, T0 + 1) is True
+        assert flushed == [wal, wal]
+    async with SqliteStore(tmp_path) as store:
+        assert (await store.get_package(meta.sha256)).state == PackageState.DONE
 
 
 async def test_packages_survive_reopen(tmp_path: Path) -> None:

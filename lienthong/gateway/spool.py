@@ -53,7 +53,7 @@ from lienthong.health import Check
 from lienthong.logs import get_logger
 from lienthong.processing import Processor, SubmissionRefused
 from lienthong.store import Store
-from lienthong.store.blobs import _fsync_dir  # the one directory fsync of the project
+from lienthong.store.blobs import fsync_folder  # the one directory fsync of the project
 from lienthong.store.model import InboxEntry
 
 _log = get_logger("lienthong.gateway.spool")
@@ -159,7 +159,7 @@ def write_new(folder: Path, name: str, data: bytes | Path) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_folder(folder)
     return True
 
 
@@ -184,9 +184,9 @@ def write_folder(parent: Path, name: str, files: Iterable[tuple[str, bytes | Pat
             unique = f"{stem}-{n}.{suffix}" if dot and stem else f"{file_name}-{n}"
         used.add(unique.lower())
         _create(tmp / unique, data)
-    _fsync_dir(tmp)
+    fsync_folder(tmp)
     os.rename(tmp, final)
-    _fsync_dir(parent)
+    fsync_folder(parent)
     return True
 
 

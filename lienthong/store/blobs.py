@@ -81,7 +81,8 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_folder(directory: Path) -> None:
+    """Make the entries of ``directory`` (files created, renamed, removed) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -103,10 +104,10 @@ def write_durably(path: Path, data: bytes | Path, what: str) -> None:
     try:
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(path.parent.parent)
+            fsync_folder(path.parent.parent)
         _create(tmp, data, sync=True)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_folder(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _store_error(exc, what, path.parent) from exc
@@ -173,7 +174,7 @@ class BlobDir:
             for tmp, path in written:
                 os.replace(tmp, path)
                 placed.append(path)
-            _in_parallel(_fsync_dir, dirs)
+            _in_parallel(fsync_folder, dirs)
         except OSError as exc:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)

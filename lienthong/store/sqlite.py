@@ -2,25 +2,37 @@
 ones in files. Every operation is :mod:`lienthong.store.sqlstore`'s; this module is the engine.
 
 Durability. The database runs in WAL mode. A transaction that someone is promised (a package
-stored before its hop receipt or HTTP 200, a delivery, a state change) commits with
-``synchronous=FULL``: the COMMIT fsyncs the WAL, so it survives power loss. Bookkeeping that
-can be lost without harm (taking a transfer, a failed attempt, a hop receipt: at worst the
-transfer is sent again and the next hop answers it as a duplicate) commits with
-``synchronous=NORMAL``: no fsync of its own, the next durable commit flushes it with the rest of
-the WAL, and a power loss drops at most the newest such commits (never corrupts the database:
-checkpoints still sync). Package bytes are durable, name and content, before the row that refers
-to them is committed.
+stored before its hop receipt or HTTP 200, a delivery, a state change) is on disk before its
+callers hear of it: its commit is followed by an fdatasync of the WAL (below), or commits with
+``synchronous=FULL`` (whose COMMIT does that fdatasync itself). Bookkeeping that can be lost
+without harm (taking a transfer, a failed attempt, a hop receipt: at worst the transfer is sent
+again and the next hop answers it as a duplicate) is not flushed by itself: the next flush
+takes it along with the rest of the WAL, and a power loss drops at most the newest such commits
+(never corrupts the database: checkpoints still sync). Package bytes are durable, name and
+content, before the row that refers to them is committed.
 
 Small packages (under ``store.inline_max_bytes``) live in their row, so they cost nothing beyond
 the commit; larger ones get a content-addressed file (:class:`BlobDir`), written and made
 durable with fdatasync of the file and one fsync of its folder per batch.
 
-Grouped commits in one thread call. The shared writer task (:class:`SqlStore`) runs each
-batch in ONE call into the database thread: ``BEGIN IMMEDIATE``, the batch's package files
-started in a second thread, each operation (a plain function of a :class:`Tx`) in its own
-SAVEPOINT, the files waited for, one COMMIT. Only then are the callers' futures resolved.
-So many packages share both flushes when they arrive together, no call returns before its
-change is committed, and no statement costs a round trip between the event loop and a thread.
+Grouped commits, run where they cost least. The shared writer task (:class:`SqlStore`) hands
+each batch over whole. A batch with no package file (nearly all: packages, transfers, receipts
+of a transit node) runs on the event loop itself: ``BEGIN IMMEDIATE``, each operation (a plain
+function of a :class:`Tx`) in its own SAVEPOINT, one COMMIT with ``synchronous=NORMAL`` (SQLite
+writes the WAL and syncs nothing); then, if an operation needs it durable, the flush thread
+runs one fdatasync of the WAL, which is what ``synchronous=FULL`` does at each COMMIT, and only
+then are the callers' futures resolved. The statements cost tens of microseconds each; handing
+them to a thread cost as much again in thread switches and contention for the interpreter lock,
+and the flush, the only part that waits on the disk, still runs off the loop. A row committed
+this way is visible to reads (another transfer's lease, say) before its flush; nothing is
+promised about it until the flush, and at worst a package goes on before a power loss and comes
+back as a duplicate. The event loop never waits for a lock: it does not wait at all on a
+database locked by another process (``lienthong requeue`` beside the daemon), and hands that
+batch to the writer thread, which waits up to ``busy_timeout_ms`` as before.
+
+A batch with package files runs in the writer thread: ``BEGIN IMMEDIATE``, its package files
+started in the flush thread, the operations, the files waited for, one COMMIT (FULL when an
+operation is durable).
 
 Why this is as durable as one fsync per file: file content and directory entry are flushed (and
 the flush's success checked) before the referring row commits. A file may sit under its final
@@ -29,8 +41,9 @@ since a file is trusted only through a committed row, the next attempt overwrite
 skipping it. If writing or flushing the files fails, the batch's files are removed, its
 transaction is rolled back, every operation that needed a file fails with that error, and the
 others run again in a transaction of their own. An operation that raises is rolled back to its
-savepoint alone; a failing COMMIT fails every operation of the batch. Reads use a second
-connection in a thread of its own and see only committed data, each read one call.
+savepoint alone; a failing COMMIT (or flush of the WAL) fails every operation of the batch.
+Reads use a second connection in a thread of its own and see only committed data, each read
+one call.
 
 The journal head is read inside each write transaction, so another process writing the same
 database (the ``lienthong requeue`` command beside a running daemon) continues the same chain.
@@ -41,16 +54,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from lienthong.config import StoreSettings
 from lienthong.logs import get_logger
-from lienthong.store.blobs import BlobDir, file_digest, write_durably
+from lienthong.store.blobs import BlobDir, file_digest, fsync_folder, write_durably
 from lienthong.store.errors import DatabaseLocked, DiskFull, StoreTransientError, UnknownId
 from lienthong.store.model import PackageSource
 from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx, run_ops
@@ -94,8 +108,10 @@ class SqliteStore(SqlStore):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._read_thread: ThreadPoolExecutor | None = None
-        self._blob_thread: ThreadPoolExecutor | None = None
-        self._durable_mode = True
+        self._flush_thread: ThreadPoolExecutor | None = None
+        # The writer connection's synchronous setting (FULL: True) and lock wait (ms) now.
+        self._mode = (True, self.settings.busy_timeout_ms)
+        self._folder_synced = False
 
     async def open(self) -> None:
         """Open the database (creating or migrating it) and start the writer task."""
@@ -104,7 +120,7 @@ class SqliteStore(SqlStore):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="store-reader")
-        self._blob_thread = ThreadPoolExecutor(1, thread_name_prefix="store-blobs")
+        self._flush_thread = ThreadPoolExecutor(1, thread_name_prefix="store-flush")
         loop = asyncio.get_running_loop()
         try:
             self._writer = await loop.run_in_executor(self._write_thread, self._open_writer)
@@ -139,7 +155,8 @@ class SqliteStore(SqlStore):
         except BaseException:
             db.close()
             raise
-        self._durable_mode = True
+        self._mode = (True, self.settings.busy_timeout_ms)
+        self._folder_synced = False
         return db
 
     async def close(self) -> None:
@@ -153,18 +170,74 @@ class SqliteStore(SqlStore):
             if db is not None and thread is not None:
                 await loop.run_in_executor(thread, db.close)
         self._reader = self._writer = None
-        for executor in (self._read_thread, self._write_thread, self._blob_thread):
+        for executor in (self._read_thread, self._write_thread, self._flush_thread):
             if executor is not None:
                 executor.shutdown(wait=False)
-        self._read_thread = self._write_thread = self._blob_thread = None
+        self._read_thread = self._write_thread = self._flush_thread = None
 
-    def _run_batch(self, batch: list[Pending]) -> list[Outcome]:
-        """Run the batch in one transaction (in the database thread); each op's outcome."""
+    async def _commit(self, batch: list[Pending]) -> list[Outcome]:
+        """Run a batch with no package file on the event loop, then flush the WAL in the flush
+        thread if an operation needs it durable; a batch with files, or one that finds the
+        database locked by another process, in the writer thread (see the module docstring)."""
+        if any(item.blobs for item in batch):
+            return await super()._commit(batch)
+        outcomes = self._run_batch(batch, on_loop=True)
+        if outcomes is None:
+            return await super()._commit(batch)
+        if any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
+            assert self._flush_thread is not None
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._flush_thread, self._sync_wal)
+            except OSError as exc:
+                error = self._blocked_by(
+                    StoreTransientError(f"cannot flush the database log ({self.db_path}): {exc}")
+                )
+                return [(False, error)] * len(batch)
+        return outcomes
+
+    def _sync_wal(self) -> None:
+        """Make the commits written to the WAL durable: what ``synchronous=FULL`` does at each
+        COMMIT (fdatasync of the WAL), once for all the commits written since the last one;
+        the first time, the folder too (the WAL file may be new)."""
+        fd = os.open(f"{self.db_path}-wal", os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if not self._folder_synced:
+            fsync_folder(self.db_path.parent)
+            self._folder_synced = True
+
+    @overload
+    def _run_batch(self, batch: list[Pending]) -> list[Outcome]: ...
+
+    @overload
+    def _run_batch(self, batch: list[Pending], *, on_loop: bool) -> list[Outcome] | None: ...
+
+    def _run_batch(self, batch: list[Pending], *, on_loop: bool = False) -> list[Outcome] | None:
+        """Run the batch in one transaction; each op's outcome.
+
+        In the writer thread (``on_loop`` False): the COMMIT fsyncs the WAL when an operation
+        is durable, and a lock held by another process is waited for up to ``busy_timeout_ms``.
+        On the event loop: the COMMIT never fsyncs (the caller flushes the WAL afterwards) and a
+        lock held elsewhere is not waited for: None, nothing done, for the writer thread to
+        wait instead."""
         db = self._writer
         assert db is not None
         try:
-            self._set_durable(db, any(item.durable for item in batch))
-            db.execute("BEGIN IMMEDIATE")
+            if on_loop:
+                self._set_mode(db, False, 0)
+            else:
+                self._set_mode(
+                    db, any(item.durable for item in batch), self.settings.busy_timeout_ms
+                )
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if on_loop and _locked(exc):
+                    return None
+                raise
             row = db.execute("SELECT seq, hash FROM journal_head WHERE id = 1").fetchone()
             head = start = (int(row[0]), str(row[1]))
             # The files are written and flushed while the operations run: their rows stay
@@ -186,17 +259,23 @@ class SqliteStore(SqlStore):
                     db.execute("ROLLBACK")
             error: Exception = exc
             if isinstance(exc, sqlite3.Error):
-                error = self._db_error(exc, f"committing {len(batch)} write(s)")
-                if isinstance(error, StoreTransientError):
-                    self._blocked = str(error)
+                error = self._blocked_by(self._db_error(exc, f"committing {len(batch)} write(s)"))
             return [(False, error)] * len(batch)
         return outcomes
 
-    def _set_durable(self, db: sqlite3.Connection, durable: bool) -> None:
-        """FULL (the commit fsyncs the WAL) or NORMAL (it does not) for the next commit."""
-        if durable != self._durable_mode:
-            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable_mode = durable
+    def _blocked_by(self, error: Exception) -> Exception:
+        """``error``; a transient one (disk full, locked, I/O) also stops the intake."""
+        if isinstance(error, StoreTransientError):
+            self._blocked = str(error)
+        return error
+
+    def _set_mode(self, db: sqlite3.Connection, full: bool, wait_ms: int) -> None:
+        """``synchronous`` FULL (the COMMIT fsyncs the WAL) or NORMAL (it does not), and how
+        long to wait for a lock held by another process, for the next batch."""
+        if (full, wait_ms) != self._mode:
+            db.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            db.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+            self._mode = (full, wait_ms)
 
     def _start_blobs(self, db: sqlite3.Connection, batch: list[Pending]) -> Future[None] | None:
         """Start making the batch's new package files durable (in the blob thread).
@@ -214,8 +293,8 @@ class SqliteStore(SqlStore):
                 del wanted[digest]
         if not wanted:
             return None
-        assert self._blob_thread is not None
-        return self._blob_thread.submit(self.blobs.write_batch, wanted)
+        assert self._flush_thread is not None
+        return self._flush_thread.submit(self.blobs.write_batch, wanted)
 
     def _fail_blob_ops(self, batch: list[Pending], error: StoreTransientError) -> list[Outcome]:
         """The files of the rolled-back batch failed: so do the operations that needed one;
@@ -227,7 +306,7 @@ class SqliteStore(SqlStore):
     def _db_error(self, exc: sqlite3.Error, what: str) -> Exception:
         """The SQLite error as the project's error naming the cause."""
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        if _locked(exc):
             seconds = self.settings.busy_timeout_ms / 1000
             return DatabaseLocked(
                 f"database is locked after {seconds:g} s while {what} ({self.db_path})"
@@ -352,3 +431,9 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
         )
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    """True when ``exc`` says another connection holds the lock."""
+    text = str(exc)
+    return "locked" in text or "busy" in text

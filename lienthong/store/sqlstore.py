@@ -8,15 +8,16 @@ synchronous function of a :class:`Tx`, the open write transaction: it reads and 
 :mod:`lienthong.store.lifecycle`, guarded by the state read) and journals with :meth:`Tx.log`
 (chained by :mod:`lienthong.store.journal`). One writer task groups the operations waiting (up
 to ``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more) and hands
-the batch to the engine's ``_run_batch`` in its database thread: one transaction, each
-operation in its own savepoint (:func:`run_ops`), one commit; only then are the callers'
-futures resolved.
+the batch to the engine (``_commit``; by default ``_run_batch`` in its database thread): one
+transaction, each operation in its own savepoint (:func:`run_ops`), one commit; only then are
+the callers' futures resolved.
 
 The SQL is written once, in the dialect both engines speak: ``?`` placeholders (the
 PostgreSQL engine numbers them), ``ON CONFLICT DO NOTHING``, ``CAST(? AS TEXT)`` where a
 parameter's type cannot be inferred, and the column ``"by"`` quoted.
 
-The engine provides: opening and closing, ``_run_batch`` (in ``_write_thread``), the reads
+The engine provides: opening and closing, ``_run_batch`` (in ``_write_thread``, or its own
+``_commit``), the reads
 (``_rows``, ``_read_many``, ``_read_bytes``), where package bytes live (``_inline``,
 ``_file_blobs``) and the probe of :meth:`resume_intake` (``_probe``).
 """
@@ -110,7 +111,8 @@ Query = tuple[str, Sequence[Any]]
 class Tx:
     """One operation's view of the open write transaction, with the journal head.
 
-    Runs in the engine's database thread: every call is a plain, synchronous statement.
+    Runs where the engine runs the batch (its database thread, or the event loop): every call
+    is a plain, synchronous statement.
     """
 
     def __init__(self, head: tuple[int, str]) -> None:
@@ -163,13 +165,16 @@ class Tx:
         now: float,
         detail: str = "",
         sets: Mapping[str, Any] | None = None,
+        *,
+        expect: str | None = None,
     ) -> str:
-        """Check and apply one state change (guarded by the state read); the old state."""
+        """Check and apply one state change (guarded by the state read); the old state.
+
+        ``expect``: the state the caller has just read in this transaction (or is sure of),
+        which saves reading it again; if the row is not in that state after all, the state is
+        read and the change refused as it would have been."""
         table, key = _TABLE_OF[entity]
-        row = self.one(f"SELECT state FROM {table} WHERE {key} = ?", (entity_id,))  # noqa: S608
-        if row is None:
-            raise UnknownId(f"no {entity} {entity_id}")
-        from_state = str(row[0])
+        from_state = expect if expect is not None else self._state(entity, entity_id)
         check(entity, str(entity_id), from_state, to_state)
         columns = {"state": to_state, **(sets or {})}
         if entity != "inbox entry":
@@ -180,9 +185,20 @@ class Tx:
             (*columns.values(), entity_id, from_state),
         )
         if changed != 1:
+            if expect is not None:
+                actual = self._state(entity, entity_id)  # UnknownId when there is no such row
+                check(entity, str(entity_id), actual, to_state)
             raise ConcurrentChange(entity, str(entity_id), from_state, to_state)
         self.log(now, entity, str(entity_id), from_state, to_state, detail)
         return from_state
+
+    def _state(self, entity: str, entity_id: str | int) -> str:
+        """The state of ``entity`` ``entity_id`` now, or :class:`UnknownId`."""
+        table, key = _TABLE_OF[entity]
+        row = self.one(f"SELECT state FROM {table} WHERE {key} = ?", (entity_id,))  # noqa: S608
+        if row is None:
+            raise UnknownId(f"no {entity} {entity_id}")
+        return str(row[0])
 
 
 Op = Callable[[Tx], T]
@@ -268,6 +284,13 @@ class SqlStore:
     def _run_batch(self, batch: list[Pending]) -> list[Outcome]:
         """Run the batch in one transaction (in ``_write_thread``); each op's outcome."""
         raise NotImplementedError
+
+    async def _commit(self, batch: list[Pending]) -> list[Outcome]:
+        """Run the batch in one transaction and make it as durable as its operations ask;
+        each op's outcome. By default :meth:`_run_batch` in ``_write_thread``; an engine may
+        run some batches another way."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._write_thread, self._run_batch, batch)
 
     async def _read_many(self, queries: Sequence[Query]) -> list[list[Row]]:
         """The rows of each query, read in one call on committed data."""
@@ -433,7 +456,7 @@ class SqlStore:
                     break
                 batch.append(item)
             try:
-                outcomes = await loop.run_in_executor(self._write_thread, self._run_batch, batch)
+                outcomes = await self._commit(batch)
             except BaseException as exc:
                 for item in batch:
                     if not item.future.done():
@@ -547,7 +570,7 @@ class SqlStore:
             if not known:
                 _insert_package(tx, meta, self._inline(data), from_peer, PackageState.RECEIVED, now)
                 if hops:
-                    _route(tx, pid, hops, now)
+                    _route(tx, pid, hops, now, just_stored=True)
             tx.run(
                 "INSERT INTO received VALUES (?,?,?,?,?,?)",
                 (transfer_id, pid, from_peer, pid, now, 1 if known else 0),
@@ -815,6 +838,7 @@ class SqlStore:
                 now,
                 f"attempt {attempt}",
                 {"attempts": attempt, "lease_token": token, "lease_expires_at": expires},
+                expect=TransferState.QUEUED,  # read ahead, or reserved since: taken from queued
             )
 
         def settled(done: asyncio.Future[None]) -> None:
@@ -822,7 +846,7 @@ class SqlStore:
             if not done.cancelled() and done.exception() is not None:
                 # Another writer moved it first: the attempt's receipt or failure finds it
                 # in another state and changes nothing; the transfer is taken again later.
-                _log.warning("lease_not_recorded", transfer_id=tid, reason=str(done.exception()))
+                _log.warning("lease_not_recorded", transfer_id=tid, reason=repr(done.exception()))
 
         # Handed over before returning, so whatever the sender records next comes after it.
         # Taking a transfer need not survive power loss: it would only be sent again.
@@ -1401,9 +1425,18 @@ def _insert_package(
     )
 
 
-def _route(tx: Tx, package_id: str, hops: Mapping[str, Sequence[str]], now: float) -> list[str]:
-    """Move the package to routed and queue one transfer per next hop; their ids."""
-    tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops))
+def _route(
+    tx: Tx,
+    package_id: str,
+    hops: Mapping[str, Sequence[str]],
+    now: float,
+    *,
+    just_stored: bool = False,
+) -> list[str]:
+    """Move the package to routed and queue one transfer per next hop; their ids.
+    ``just_stored``: the package was inserted (stored) by this same operation."""
+    expect = PackageState.STORED if just_stored else None
+    tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops), expect=expect)
     return [
         _queue_transfer(tx, package_id, hop, recipients, now, f"to {hop}")
         for hop, recipients in hops.items()
@@ -1521,7 +1554,7 @@ def _maybe_done(tx: Tx, package_id: str, now: float) -> None:
     if row[0] in (PackageState.ROUTED, PackageState.DELIVERED, PackageState.EXPIRED) and (
         row[1] == 0 and row[2] == 0
     ):
-        tx.move("package", package_id, PackageState.DONE, now)
+        tx.move("package", package_id, PackageState.DONE, now, expect=row[0])
 
 
 def _dead_item(tx: Tx, item_id: str) -> tuple[list[str], list[str]]:
