@@ -176,6 +176,37 @@ async def test_ack_completes_transfer_and_package(store: Store) -> None:
     assert [(r.code, r.by) for r in hops] == [("stored", "000.00.00.H30")]
 
 
+async def test_receipts_of_one_frame_are_recorded_together_each_on_its_own(
+    store: Store,
+) -> None:
+    """Hop receipts recorded in one operation: each acknowledges its transfer, and one that is
+    refused (unknown transfer, other digest, already acknowledged) changes nothing for the
+    others."""
+    tids = [(await routed(store, n))[0] for n in range(3)]
+    leases = [await store.lease_transfer(None, T0) for _ in tids]
+    sha = {lease.transfer_id: lease.sha256 for lease in leases if lease is not None}
+    assert sorted(sha) == sorted(tids)
+    first, second, third = tids
+    assert await store.ack(first, sha[first], T0 + 1) is True
+    outcomes = await store.ack_many(
+        [
+            (first, sha[first]),
+            ("f" * 32, sha[second]),
+            (second, sha[second]),
+            (third, "0" * 64),
+        ],
+        T0 + 2,
+        by="000.00.00.H30",
+    )
+    assert outcomes[0] is False
+    assert isinstance(outcomes[1], UnknownId)
+    assert outcomes[2] is True
+    assert isinstance(outcomes[3], DigestMismatch)
+    summary = await store.queue_summary(T0 + 2)
+    assert summary.transfers == {TransferState.ACKED: 2, TransferState.IN_FLIGHT: 1}
+    assert (await store.journal_verify()).ok
+
+
 async def test_ack_with_other_digest_is_refused(store: Store) -> None:
     """A hop receipt naming another digest does not acknowledge the transfer."""
     (tid,) = await routed(store)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
+from lienthong.errors import LienthongError
 from lienthong.store.journal import JournalReport
 from lienthong.store.lifecycle import PackageState
 from lienthong.store.model import (
@@ -140,6 +141,14 @@ class Store(Protocol):
 
         ``by`` is the neighbour the receipt came from; a receipt from any other neighbour than
         the transfer's next hop raises :class:`WrongPeer`."""
+        ...
+
+    async def ack_many(
+        self, receipts: Sequence[tuple[str, str]], now: float, by: str | None = None
+    ) -> list[bool | LienthongError]:
+        """Record hop receipts ``(transfer_id, sha256)`` from one neighbour in one operation:
+        for each, what :meth:`ack` would return, or the error it would raise (the others are
+        recorded all the same)."""
         ...
 
     async def fail(self, lease: Lease, error: str, now: float) -> FailResult:

@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any, NoReturn, Protocol, Self, TypeVar
 
 from lienthong.config import StoreSettings
+from lienthong.errors import LienthongError
 from lienthong.logs import get_logger
 from lienthong.store import retry
 from lienthong.store.blobs import write_durably
@@ -979,40 +980,25 @@ class SqlStore:
 
     async def ack(self, transfer_id: str, sha256: str, now: float, by: str | None = None) -> bool:
         """Record the hop receipt; False if it was acknowledged already."""
+        (outcome,) = await self.ack_many([(transfer_id, sha256)], now, by)
+        if isinstance(outcome, LienthongError):
+            raise outcome
+        return outcome
 
-        def op(tx: Tx) -> bool:
-            row = tx.one(
-                "SELECT t.state, t.next_hop, t.package_id, p.document_id FROM transfers t"
-                " JOIN packages p USING (package_id) WHERE transfer_id = ?",
-                (transfer_id,),
-            )
-            if row is None:
-                raise UnknownId(f"hop receipt for unknown transfer {transfer_id}")
-            if by is not None and by != row["next_hop"]:
-                raise WrongPeer(
-                    f"hop receipt for transfer {transfer_id} from {by};"
-                    f" it was sent to {row['next_hop']}"
-                )
-            if row["package_id"] != sha256:
-                raise DigestMismatch(
-                    f"hop receipt for transfer {transfer_id} names sha256 {sha256}, "
-                    f"the package is {row['package_id']}"
-                )
-            if row["state"] == TransferState.ACKED:
-                return False
-            tx.move(
-                "transfer",
-                transfer_id,
-                TransferState.ACKED,
-                now,
-                f"hop receipt from {row['next_hop']}",
-                {"lease_token": None},
-            )
-            _add_receipt(
-                tx, Receipt(row["document_id"], "hop", "stored", row["next_hop"], now, transfer_id)
-            )
-            _maybe_done(tx, row["package_id"], now)
-            return True
+    async def ack_many(
+        self, receipts: Sequence[tuple[str, str]], now: float, by: str | None = None
+    ) -> list[bool | LienthongError]:
+        """Record hop receipts ``(transfer_id, sha256)`` in one operation; for each, True, False
+        (acknowledged already) or the error that refused it."""
+
+        def op(tx: Tx) -> list[bool | LienthongError]:
+            outcomes: list[bool | LienthongError] = []
+            for transfer_id, sha256 in receipts:
+                try:
+                    outcomes.append(_ack(tx, transfer_id, sha256, now, by))
+                except LienthongError as exc:
+                    outcomes.append(exc)
+            return outcomes
 
         # Lost on power loss, the transfer is sent again and the next hop answers it again.
         return await self._write(op, durable=False, keeps_queue=True)
@@ -1511,6 +1497,46 @@ def _inbox_add(tx: Tx, package_id: str, recipients: Sequence[str], now: float) -
             (package_id, recipient, InboxState.NEW.value, now),
         )
         tx.log(now, "inbox", f"{package_id}:{recipient}", None, InboxState.NEW)
+
+
+def _ack(tx: Tx, transfer_id: str, sha256: str, now: float, by: str | None) -> bool:
+    """Record one hop receipt: True, or False when it was acknowledged already.
+
+    Every refusal (unknown transfer, wrong neighbour, other digest, a transfer that can no
+    longer be acknowledged) is raised before anything is written, so :meth:`SqlStore.ack_many`
+    can go on with the next receipt of the same operation."""
+    row = tx.one(
+        "SELECT t.state, t.next_hop, t.package_id, p.document_id FROM transfers t"
+        " JOIN packages p USING (package_id) WHERE transfer_id = ?",
+        (transfer_id,),
+    )
+    if row is None:
+        raise UnknownId(f"hop receipt for unknown transfer {transfer_id}")
+    if by is not None and by != row["next_hop"]:
+        raise WrongPeer(
+            f"hop receipt for transfer {transfer_id} from {by}; it was sent to {row['next_hop']}"
+        )
+    if row["package_id"] != sha256:
+        raise DigestMismatch(
+            f"hop receipt for transfer {transfer_id} names sha256 {sha256}, "
+            f"the package is {row['package_id']}"
+        )
+    if row["state"] == TransferState.ACKED:
+        return False
+    tx.move(
+        "transfer",
+        transfer_id,
+        TransferState.ACKED,
+        now,
+        f"hop receipt from {row['next_hop']}",
+        {"lease_token": None},
+        expect=row["state"],
+    )
+    _add_receipt(
+        tx, Receipt(row["document_id"], "hop", "stored", row["next_hop"], now, transfer_id)
+    )
+    _maybe_done(tx, row["package_id"], now)
+    return True
 
 
 def _add_receipt(tx: Tx, r: Receipt) -> None:

@@ -169,27 +169,32 @@ class Receiver:
             _log.warning("frame_refused", peer=sender, reason=str(exc))
             return
         if isinstance(frame, HopReceipt | HopReceipts):
-            for receipt in receipts_of(frame):
-                self._tasks.spawn(
-                    self._on_receipt(sender, receipt), name=f"ack:{receipt.transfer_id}"
-                )
+            receipts = receipts_of(frame)
+            self._tasks.spawn(
+                self._on_receipts(sender, receipts), name=f"ack:{receipts[0].transfer_id}"
+            )
         elif self.accepting:
             await self._on_transfer_frame(link, sender, frame)
 
-    async def _on_receipt(self, sender: str, receipt: HopReceipt) -> None:
-        # The sender goes on at once; the store records the receipt with others in one commit.
-        if self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender) and receipt.at:
-            # Read late by the receipt's transit (milliseconds): fine for minutes of drift.
-            self.metrics.clock_skew(sender, receipt.at - time.time())
+    async def _on_receipts(self, sender: str, receipts: Sequence[HopReceipt]) -> None:
+        # The senders go on at once; the store records the receipts of one frame in one
+        # operation, which commits with others.
+        for receipt in receipts:
+            if self.receipts.arrived(receipt.transfer_id, receipt.sha256, sender) and receipt.at:
+                # Read late by the receipt's transit (milliseconds): fine for minutes of drift.
+                self.metrics.clock_skew(sender, receipt.at - time.time())
+        pairs = [(r.transfer_id, r.sha256) for r in receipts]
         try:
-            await self.store.ack(receipt.transfer_id, receipt.sha256, self.clock(), by=sender)
-        except LienthongError as exc:
-            _log.warning(
-                "hop_receipt_refused",
-                peer=sender,
-                transfer_id=receipt.transfer_id,
-                reason=str(exc),
+            outcomes: Sequence[bool | LienthongError] = await self.store.ack_many(
+                pairs, self.clock(), by=sender
             )
+        except LienthongError as exc:
+            outcomes = [exc] * len(pairs)
+        for (transfer_id, _), outcome in zip(pairs, outcomes, strict=True):
+            if isinstance(outcome, LienthongError):
+                _log.warning(
+                    "hop_receipt_refused", peer=sender, transfer_id=transfer_id, reason=str(outcome)
+                )
 
     async def _on_transfer_frame(self, link: Link, sender: str, frame: TransferFrame) -> None:
         key = (sender, frame.transfer_id)
