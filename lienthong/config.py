@@ -103,6 +103,11 @@ class StoreSettings:
     group_commit_max_wait_ms: float = _setting(
         1.0, _not_negative, "wait this long for more writes to group with the first"
     )
+    bookkeeping_wait_ms: float = _setting(
+        20.0,
+        _not_negative,
+        "bookkeeping (a transfer taken, a hop receipt) waits this long to share a commit",
+    )
     package_max_age_s: float = _setting(7 * 86400.0, _positive, "dead-letter packages this old")
     busy_timeout_ms: int = _setting(5000, _at_least_one, "wait this long for a locked database")
     inline_max_bytes: int = _setting(

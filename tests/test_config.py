@@ -39,7 +39,11 @@ def test_settings_are_read_and_converted() -> None:
         (MINIMAL + "[store.retry]\nmax_attempts = 0\n", "store.retry.max_attempts", "at least 1"),
         (MINIMAL + '[store.retry]\nmax_attempts = "3"\n', "store.retry.max_attempts", "integer"),
         (MINIMAL + "[store.retry]\njitter = 2\n", "store.retry.jitter", "between 0 and 1"),
-        (MINIMAL + "[store]\nlease = 5\n", "store.lease", "known keys: backend, busy_timeout_ms"),
+        (
+            MINIMAL + "[store]\nlease = 5\n",
+            "store.lease",
+            "known keys: backend, bookkeeping_wait_ms, busy_timeout_ms",
+        ),
         (
             MINIMAL + "[nodes]\n",
             "nodes",

@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from lienthong.store import (
     SqliteStore,
     StoreTransientError,
 )
+from lienthong.store import sqlite as sqlite_engine
 from lienthong.store.blobs import BlobDir
 
 T0 = 1_700_000_000.0
@@ -215,32 +217,68 @@ async def test_a_lock_held_elsewhere_is_waited_for_off_the_event_loop(tmp_path: 
         other.close()
 
 
+@pytest.mark.parametrize("disk", ["fast", "slow"])
 async def test_durable_writes_flush_the_log_before_returning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: str
 ) -> None:
-    """A write someone is promised returns only after the WAL is flushed to disk; bookkeeping
-    that may be lost (taking a transfer, a hop receipt) does not flush it by itself."""
-    flushed: list[str] = []
+    """A write someone is promised returns only after the WAL is flushed to disk (on the event
+    loop while flushes are quick, in the flush thread once they are not); bookkeeping that
+    may be lost (taking a transfer, a hop receipt) does not flush it by itself."""
+    flushed: list[tuple[str, str]] = []
     real = os.fdatasync
 
     def fdatasync(fd: int) -> None:
         real(fd)
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        flushed.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
+    if disk == "slow":
+        monkeypatch.setattr(sqlite_engine, "INLINE_FLUSH_S", 0.0)
     wal = str(tmp_path / "store.sqlite3-wal")
+    where = "MainThread" if disk == "fast" else "store-flush_0"
     async with SqliteStore(tmp_path) as store:
         data, meta = pkg(1)
         await store.put_package(data, meta, T0)
-        assert flushed == [wal]
+        assert flushed == [(wal, where)]
         (tid,) = await store.enqueue(meta.sha256, {"000.00.00.G22": ["x"]}, T0)
-        assert flushed == [wal, wal]
+        assert flushed == [(wal, where)] * 2
         lease = await store.lease_transfer(None, T0)
         assert lease is not None
         assert lease.transfer_id == tid
         assert await store.ack(tid, meta.sha256, T0 + 1) is True
-        assert flushed == [wal, wal]
+        assert flushed == [(wal, where)] * 2
     async with SqliteStore(tmp_path) as store:
+        assert (await store.get_package(meta.sha256)).state == PackageState.DONE
+
+
+async def test_bookkeeping_waits_to_share_the_next_durable_commit(tmp_path: Path) -> None:
+    """A hop receipt (bookkeeping, promised to no one) waits for company: the next package
+    stored commits it in the same transaction, at once."""
+    async with SqliteStore(tmp_path, StoreSettings(bookkeeping_wait_ms=600_000)) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        (tid,) = await store.enqueue(meta.sha256, {"000.00.00.G22": ["x"]}, T0)
+        lease = await store.lease_transfer(None, T0)
+        assert lease is not None
+        commits = store.commits
+        acking = asyncio.create_task(store.ack(tid, meta.sha256, T0 + 1))
+        await asyncio.sleep(0.1)
+        assert not acking.done()
+        other, other_meta = pkg(2)
+        assert await store.put_package(other, other_meta, T0 + 2) == (other_meta.sha256, False)
+        assert await acking is True
+        assert store.commits == commits + 1
+        assert (await store.get_package(meta.sha256)).state == PackageState.DONE
+
+
+async def test_bookkeeping_alone_commits_after_its_wait(tmp_path: Path) -> None:
+    """With nothing else to write, a hop receipt commits once its wait is over."""
+    async with SqliteStore(tmp_path, StoreSettings(bookkeeping_wait_ms=50)) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        (tid,) = await store.enqueue(meta.sha256, {"000.00.00.G22": ["x"]}, T0)
+        assert await store.lease_transfer(None, T0) is not None
+        assert await store.ack(tid, meta.sha256, T0 + 1) is True
         assert (await store.get_package(meta.sha256)).state == PackageState.DONE
 
 

@@ -19,16 +19,19 @@ Grouped commits, run where they cost least. The shared writer task (:class:`SqlS
 each batch over whole. A batch with no package file (nearly all: packages, transfers, receipts
 of a transit node) runs on the event loop itself: ``BEGIN IMMEDIATE``, each operation (a plain
 function of a :class:`Tx`) in its own SAVEPOINT, one COMMIT with ``synchronous=NORMAL`` (SQLite
-writes the WAL and syncs nothing); then, if an operation needs it durable, the flush thread
-runs one fdatasync of the WAL, which is what ``synchronous=FULL`` does at each COMMIT, and only
-then are the callers' futures resolved. The statements cost tens of microseconds each; handing
-them to a thread cost as much again in thread switches and contention for the interpreter lock,
-and the flush, the only part that waits on the disk, still runs off the loop. A row committed
-this way is visible to reads (another transfer's lease, say) before its flush; nothing is
-promised about it until the flush, and at worst a package goes on before a power loss and comes
-back as a duplicate. The event loop never waits for a lock: it does not wait at all on a
-database locked by another process (``lienthong requeue`` beside the daemon), and hands that
-batch to the writer thread, which waits up to ``busy_timeout_ms`` as before.
+writes the WAL and syncs nothing); then, if an operation needs it durable, one fdatasync of
+the WAL, which is what ``synchronous=FULL`` does at each COMMIT, and only then are the callers'
+futures resolved. The statements cost tens of microseconds each; handing them to a thread cost
+as much again in thread switches and contention for the interpreter lock. The flush, the only
+part that waits on the disk, runs on the loop too while it is quick (under
+:data:`INLINE_FLUSH_S` lately: a fraction of a millisecond on an SSD, less than the CPU the
+thread switches around it would cost) and in the flush thread when the disk is slow. A row
+committed this way is visible to reads (another transfer's lease, say) before its flush; nothing
+is promised about it until the flush, and at worst a package goes on before a power loss and
+comes back as a duplicate. Bookkeeping alone waits up to ``bookkeeping_wait_ms`` for a write
+that is promised, and commits with it. The event loop never waits for a lock: it does not wait
+at all on a database locked by another process (``lienthong requeue`` beside the daemon), and
+hands that batch to the writer thread, which waits up to ``busy_timeout_ms`` as before.
 
 A batch with package files runs in the writer thread: ``BEGIN IMMEDIATE``, its package files
 started in the flush thread, the operations, the files waited for, one COMMIT (FULL when an
@@ -43,7 +46,8 @@ transaction is rolled back, every operation that needed a file fails with that e
 others run again in a transaction of their own. An operation that raises is rolled back to its
 savepoint alone; a failing COMMIT (or flush of the WAL) fails every operation of the batch.
 Reads use a second connection in a thread of its own and see only committed data, each read
-one call.
+one call; the few rows a transfer's take reads ahead come from a third connection, on the loop,
+which never waits for a lock (the thread reads instead when it would have to).
 
 The journal head is read inside each write transaction, so another process writing the same
 database (the ``lienthong requeue`` command beside a running daemon) continues the same chain.
@@ -57,6 +61,7 @@ import json
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +76,8 @@ from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx,
 
 T = TypeVar("T")
 DB_NAME = "store.sqlite3"
+INLINE_FLUSH_S = 0.002
+"""A WAL flush that takes less than this (moving average) runs on the event loop."""
 
 _log = get_logger("lienthong.store")
 
@@ -107,11 +114,13 @@ class SqliteStore(SqlStore):
         self.blobs = BlobDir(state_dir / "packages")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._loop_reader: sqlite3.Connection | None = None
         self._read_thread: ThreadPoolExecutor | None = None
         self._flush_thread: ThreadPoolExecutor | None = None
         # The writer connection's synchronous setting (FULL: True) and lock wait (ms) now.
         self._mode = (True, self.settings.busy_timeout_ms)
         self._folder_synced = False
+        self._flush_s = 0.0  # how long flushing the WAL takes lately (moving average)
 
     async def open(self) -> None:
         """Open the database (creating or migrating it) and start the writer task."""
@@ -128,6 +137,9 @@ class SqliteStore(SqlStore):
             await loop.run_in_executor(
                 self._read_thread, self._reader.execute, "PRAGMA query_only = ON"
             )
+            self._loop_reader = await loop.run_in_executor(self._read_thread, self._connect)
+            self._loop_reader.execute("PRAGMA query_only = ON")
+            self._loop_reader.execute("PRAGMA busy_timeout = 0")
         except BaseException as exc:
             # Also on a refused schema: an unclosed connection's thread outlives the loop.
             await self._close_connections()
@@ -166,10 +178,14 @@ class SqliteStore(SqlStore):
 
     async def _close_connections(self) -> None:
         loop = asyncio.get_running_loop()
-        for db, thread in ((self._reader, self._read_thread), (self._writer, self._write_thread)):
+        for db, thread in (
+            (self._loop_reader, self._read_thread),
+            (self._reader, self._read_thread),
+            (self._writer, self._write_thread),
+        ):
             if db is not None and thread is not None:
                 await loop.run_in_executor(thread, db.close)
-        self._reader = self._writer = None
+        self._loop_reader = self._reader = self._writer = None
         for executor in (self._read_thread, self._write_thread, self._flush_thread):
             if executor is not None:
                 executor.shutdown(wait=False)
@@ -185,16 +201,29 @@ class SqliteStore(SqlStore):
         if outcomes is None:
             return await super()._commit(batch)
         if any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
-            assert self._flush_thread is not None
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._flush_thread, self._sync_wal)
+                await self._flush_wal()
             except OSError as exc:
                 error = self._blocked_by(
                     StoreTransientError(f"cannot flush the database log ({self.db_path}): {exc}")
                 )
                 return [(False, error)] * len(batch)
         return outcomes
+
+    async def _flush_wal(self) -> None:
+        """Flush the WAL (:meth:`_sync_wal`): on the loop while flushes take less than
+        :data:`INLINE_FLUSH_S` (a fast disk: cheaper than the two thread switches around it,
+        which cost more CPU than the flush itself on a virtual machine), else in the flush
+        thread, so that a slow disk holds up only the callers of this batch."""
+        started = time.perf_counter()
+        if self._flush_s < INLINE_FLUSH_S:
+            self._sync_wal()
+        else:
+            assert self._flush_thread is not None
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._flush_thread, self._sync_wal)
+        # Measured on either path, so a disk that is fast again brings the flush back.
+        self._flush_s += (time.perf_counter() - started - self._flush_s) / 8
 
     def _sync_wal(self) -> None:
         """Make the commits written to the WAL durable: what ``synchronous=FULL`` does at each
@@ -331,10 +360,20 @@ class SqliteStore(SqlStore):
             raise self._db_error(exc, "reading") from exc
 
     async def _read_many(self, queries: Sequence[Query]) -> list[list[Row]]:
-        # fetchall ends each statement, so the next read sees the latest commit.
-        return await self._read(
-            lambda db: [db.execute(sql, params).fetchall() for sql, params in queries]
-        )
+        return await self._read(lambda db: _fetch(db, queries))
+
+    async def _read_few(self, queries: Sequence[Query]) -> list[list[Row]]:
+        """On the event loop, with a connection of its own that never waits for a lock: a
+        few rows cost less than the thread switches of :meth:`_read_many`, which takes over
+        in the rare case the database is busy (another process recovering it)."""
+        db = self._loop_reader
+        if db is not None:
+            try:
+                return _fetch(db, queries)
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc):
+                    raise self._db_error(exc, "reading") from exc
+        return await self._read_many(queries)
 
     async def _read_bytes(self, package_id: str) -> bytes:
         """From the package's row or its file, in one read."""
@@ -437,3 +476,8 @@ def _locked(exc: sqlite3.Error) -> bool:
     """True when ``exc`` says another connection holds the lock."""
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+def _fetch(db: sqlite3.Connection, queries: Sequence[Query]) -> list[list[Row]]:
+    # fetchall ends each statement, so the next read sees the latest commit.
+    return [db.execute(sql, params).fetchall() for sql, params in queries]
