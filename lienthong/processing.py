@@ -47,6 +47,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from cryptography import x509
@@ -80,6 +81,11 @@ from lienthong.trust.pki import common_name
 from lienthong.xmlwork import off_loop
 
 _log = get_logger("lienthong.processing")
+
+TransitHops = Mapping[str, tuple[str, ...]]
+"""Next hop -> the recipients reached through it, of a package passing through."""
+MAX_TRANSIT_ANSWERS = 4096
+"""Recipient lists whose transit hops are kept (per directory in force)."""
 
 
 class SubmissionRefused(PeerInputError):
@@ -214,6 +220,8 @@ class Processor:
         self.on_enqueued = on_enqueued
         self.metrics = metrics or Metrics()
         self.strict = strict
+        # transit_hops per recipient list, for the directory they were computed with.
+        self._hops: tuple[Directory | None, dict[tuple[str, ...], TransitHops | None]] = (None, {})
         self.work_dir = work_dir
 
     @property
@@ -513,14 +521,29 @@ class Processor:
 
     # -- reception ----------------------------------------------------------------------------
 
-    def transit_hops(self, recipients: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+    def transit_hops(self, recipients: Sequence[str]) -> TransitHops | None:
         """The next hops of a package that only passes through here, or None when it must be
         read here (a recipient is served here, or one cannot be routed: refused with a status
-        02 from here)."""
-        split = split_by_next_hop(self.me, self.directory, recipients)
-        if split.local or split.refused or not split.by_hop:
-            return None
-        return {hop: tuple(codes) for hop, codes in split.by_hop.items()}
+        02 from here).
+
+        Asked for every package a neighbour sends, mostly for the same few recipient lists:
+        the answers are kept until the directory in force changes (a new version, or the
+        aliases of another day)."""
+        directory = self.directory
+        known, answers = self._hops
+        if known is not directory:
+            answers = {}
+            self._hops = (directory, answers)
+        key = tuple(recipients)
+        if key in answers:
+            return answers[key]
+        split = split_by_next_hop(self.me, directory, recipients)
+        hops: TransitHops | None = None
+        if not (split.local or split.refused or not split.by_hop):
+            hops = MappingProxyType({hop: tuple(codes) for hop, codes in split.by_hop.items()})
+        if len(answers) < MAX_TRANSIT_ANSWERS:  # recipient lists come from neighbours
+            answers[key] = hops
+        return hops
 
     async def process_received(self, package_id: str) -> None:
         """Act on a package a neighbour sent, already stored and acknowledged to it."""

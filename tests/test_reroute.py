@@ -176,3 +176,16 @@ async def test_a_dead_transfer_is_rerouted_and_its_late_receipt_still_counts(
     assert hops == [DISTRICT]
     summary = await province.store.queue_summary(province.clock())
     assert summary.per_hop[DISTRICT] == {TransferState.ACKED: 1}
+
+
+async def test_transit_hops_follow_the_directory_in_force(province: Province) -> None:
+    """The next hops of a package passing through are answered from what was worked out for
+    the same recipients, until a new directory version is in force."""
+    transit = province.processor.transit_hops
+    assert transit([MOVED]) == {DISTRICT: (MOVED,)}
+    assert transit((MOVED,)) == {DISTRICT: (MOVED,)}
+    assert transit([MOVED, COMMUNE_A]) == {DISTRICT: (MOVED, COMMUNE_A)}
+    assert transit([PROVINCE]) is None  # served here: read here
+    province.holder.swap(_version(2, PROVINCE), province.clock())
+    assert transit([MOVED]) is None  # now the province serves the commune itself
+    assert transit([COMMUNE_A]) == {DISTRICT: (COMMUNE_A,)}
