@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import sqlite3
@@ -232,8 +233,7 @@ async def test_durable_writes_flush_the_log_before_returning(
         flushed.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    if disk == "slow":
-        monkeypatch.setattr(sqlite_engine, "INLINE_FLUSH_S", 0.0)
+    monkeypatch.setattr(sqlite_engine, "INLINE_FLUSH_S", 60.0 if disk == "fast" else 0.0)
     wal = str(tmp_path / "store.sqlite3-wal")
     where = "MainThread" if disk == "fast" else "store-flush_0"
     async with SqliteStore(tmp_path) as store:
@@ -249,6 +249,61 @@ async def test_durable_writes_flush_the_log_before_returning(
         assert flushed == [(wal, where)] * 2
     async with SqliteStore(tmp_path) as store:
         assert (await store.get_package(meta.sha256)).state == PackageState.DONE
+
+
+async def test_a_log_that_cannot_be_flushed_stops_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed flush of the WAL fails the writes waiting for it with an error naming the
+    cause, and nothing more is written (the system reports such an error once: no later
+    flush could vouch for those rows), nor does intake resume, until a restart."""
+    async with SqliteStore(tmp_path) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        real = os.fdatasync
+
+        def failing(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+                raise OSError(errno.EIO, "Input/output error")
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", failing)
+        other, other_meta = pkg(2)
+        with pytest.raises(StoreTransientError, match=r"could not be flushed.*Input/output"):
+            await store.put_package(other, other_meta, T0)
+        monkeypatch.setattr(os, "fdatasync", real)
+        assert store.intake_blocked is not None
+        assert "check the disk" in store.intake_blocked
+        assert await store.resume_intake() is False
+        with pytest.raises(StoreTransientError, match="until its daemon is restarted"):
+            await store.set_package_state(meta.sha256, PackageState.DONE, T0 + 1)
+    async with SqliteStore(tmp_path) as store:
+        assert await store.put_package(other, other_meta, T0) == (other_meta.sha256, True)
+
+
+async def test_the_log_is_copied_into_the_database_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's own checkpoints (inside a COMMIT, on the loop) are off; the flush thread
+    copies the WAL into the database file instead: the database file alone then holds what
+    was committed."""
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY_S", 0.0)
+    async with SqliteStore(tmp_path) as store:
+        data, meta = pkg(1)
+        await store.put_package(data, meta, T0)
+        await store.put_package(*pkg(2), T0)  # its commit starts a checkpoint covering both
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        count = 0
+        for _ in range(100):  # the checkpoint runs in its thread meanwhile
+            shutil.copy(tmp_path / "store.sqlite3", copy / "store.sqlite3")
+            alone = sqlite3.connect(copy / "store.sqlite3")
+            (count,) = alone.execute("SELECT count(*) FROM packages").fetchone()
+            alone.close()
+            if count == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert count == 2
 
 
 async def test_bookkeeping_waits_to_share_the_next_durable_commit(tmp_path: Path) -> None:

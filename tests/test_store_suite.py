@@ -202,7 +202,9 @@ async def test_receipts_of_one_frame_are_recorded_together_each_on_its_own(
     assert isinstance(outcomes[1], UnknownId)
     assert outcomes[2] is True
     assert isinstance(outcomes[3], DigestMismatch)
-    summary = await store.queue_summary(T0 + 2)
+    (stranger,) = await store.ack_many([(third, sha[third])], T0 + 3, by="000.00.00.H99")
+    assert isinstance(stranger, WrongPeer)
+    summary = await store.queue_summary(T0 + 3)
     assert summary.transfers == {TransferState.ACKED: 2, TransferState.IN_FLIGHT: 1}
     assert (await store.journal_verify()).ok
 

@@ -37,7 +37,12 @@ from lienthong.store.errors import DiskFull, StoreTransientError
 
 T = TypeVar("T")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def datasync(fd: int) -> None:
+    """fdatasync where the system has it (Linux), else fsync."""
+    sync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
 
 
 def _store_error(exc: OSError, what: str, where: Path) -> StoreTransientError:
@@ -54,7 +59,7 @@ def _create(tmp: Path, data: bytes | Path, sync: bool) -> None:
         fd = os.open(data, os.O_RDONLY)
         try:
             if sync:
-                _datasync(fd)
+                datasync(fd)
         finally:
             os.close(fd)
         os.replace(data, tmp)
@@ -65,7 +70,7 @@ def _create(tmp: Path, data: bytes | Path, sync: bool) -> None:
         while view:
             view = view[os.write(fd, view) :]
         if sync:
-            _datasync(fd)
+            datasync(fd)
     finally:
         os.close(fd)
 

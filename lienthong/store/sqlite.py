@@ -37,6 +37,13 @@ A batch with package files runs in the writer thread: ``BEGIN IMMEDIATE``, its p
 started in the flush thread, the operations, the files waited for, one COMMIT (FULL when an
 operation is durable).
 
+SQLite's own checkpoints (copying the WAL into the database, two fsyncs) would run inside a
+COMMIT on the loop: they are off, and the flush thread runs a PASSIVE checkpoint at most every
+:data:`CHECKPOINT_EVERY_S`. If a flush of the WAL fails, the batch is committed but may not be
+on disk, and the system reports such a failure only once, so no later flush could vouch for
+it: the store then writes nothing more and intake stays stopped, with a reason that says so,
+until the daemon is restarted (PostgreSQL stops on a failed fsync for the same reason).
+
 Why this is as durable as one fsync per file: file content and directory entry are flushed (and
 the flush's success checked) before the referring row commits. A file may sit under its final
 name before it is durable (between the rename and the flush); no row refers to such a file, and
@@ -69,7 +76,7 @@ from typing import Any, TypeVar, overload
 
 from lienthong.config import StoreSettings
 from lienthong.logs import get_logger
-from lienthong.store.blobs import BlobDir, file_digest, fsync_folder, write_durably
+from lienthong.store.blobs import BlobDir, datasync, file_digest, fsync_folder, write_durably
 from lienthong.store.errors import DatabaseLocked, DiskFull, StoreTransientError, UnknownId
 from lienthong.store.model import PackageSource
 from lienthong.store.sqlstore import Outcome, Pending, Query, Row, SqlStore, Tx, run_ops
@@ -78,6 +85,8 @@ T = TypeVar("T")
 DB_NAME = "store.sqlite3"
 INLINE_FLUSH_S = 0.002
 """A WAL flush that takes less than this (moving average) runs on the event loop."""
+CHECKPOINT_EVERY_S = 1.0
+"""How often the WAL is copied into the database (at most; in the flush thread)."""
 
 _log = get_logger("lienthong.store")
 
@@ -121,6 +130,11 @@ class SqliteStore(SqlStore):
         self._mode = (True, self.settings.busy_timeout_ms)
         self._folder_synced = False
         self._flush_s = 0.0  # how long flushing the WAL takes lately (moving average)
+        self._wal_fd: int | None = None  # kept open: a write error is reported to it (below)
+        self._wal_lost: str | None = None  # why the WAL can no longer be trusted, if it cannot
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoint: Future[None] | None = None
+        self._checkpointed_at = 0.0
 
     async def open(self) -> None:
         """Open the database (creating or migrating it) and start the writer task."""
@@ -163,6 +177,7 @@ class SqliteStore(SqlStore):
         db = self._connect()
         try:
             db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints: _checkpoint_soon
             _migrate(db)
         except BaseException:
             db.close()
@@ -178,36 +193,54 @@ class SqliteStore(SqlStore):
 
     async def _close_connections(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        # The checkpointer closes after the checkpoint it may be running (same thread); the
+        # writer last, which lets SQLite copy the WAL into the database and remove it.
         for db, thread in (
+            (self._checkpointer, self._flush_thread),
             (self._loop_reader, self._read_thread),
             (self._reader, self._read_thread),
             (self._writer, self._write_thread),
         ):
             if db is not None and thread is not None:
                 await loop.run_in_executor(thread, db.close)
-        self._loop_reader = self._reader = self._writer = None
+        self._checkpointer = self._loop_reader = self._reader = self._writer = None
         for executor in (self._read_thread, self._write_thread, self._flush_thread):
             if executor is not None:
                 executor.shutdown(wait=False)
         self._read_thread = self._write_thread = self._flush_thread = None
 
     async def _commit(self, batch: list[Pending]) -> list[Outcome]:
-        """Run a batch with no package file on the event loop, then flush the WAL in the flush
-        thread if an operation needs it durable; a batch with files, or one that finds the
-        database locked by another process, in the writer thread (see the module docstring)."""
-        if any(item.blobs for item in batch):
-            return await super()._commit(batch)
-        outcomes = self._run_batch(batch, on_loop=True)
-        if outcomes is None:
-            return await super()._commit(batch)
-        if any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
-            try:
+        """Run a batch with no package file on the event loop, then flush the WAL if an
+        operation needs it durable; a batch with files, or one that finds the database locked
+        by another process, in the writer thread (see the module docstring). Never raises: an
+        error fails the batch's operations, and the writer goes on."""
+        if self._wal_lost is not None:
+            return [(False, StoreTransientError(self._wal_lost))] * len(batch)
+        try:
+            outcomes = None
+            if not any(item.blobs for item in batch):
+                outcomes = self._run_batch(batch, on_loop=True)
+            if outcomes is None:
+                outcomes = await super()._commit(batch)
+            elif any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
                 await self._flush_wal()
-            except OSError as exc:
-                error = self._blocked_by(
-                    StoreTransientError(f"cannot flush the database log ({self.db_path}): {exc}")
-                )
-                return [(False, error)] * len(batch)
+        except OSError as exc:
+            # The batch is committed but may not be on disk, and the system reports a write
+            # error only once: no later flush can vouch for it. Nothing more is written
+            # (PostgreSQL stops for the same reason); a restart reads the database again.
+            self._wal_lost = (
+                f"the database log could not be flushed to disk ({self.db_path}-wal: {exc});"
+                " the node writes nothing more until its daemon is restarted: check the disk"
+            )
+            _log.error("store_log_not_flushed", reason=self._wal_lost)
+            return [(False, self._blocked_by(StoreTransientError(self._wal_lost)))] * len(batch)
+        except Exception as exc:  # a bug: fail this batch, keep the writer for the next ones
+            _log.error("store_batch_failed", error=repr(exc), exc_info=True)
+            return [(False, exc)] * len(batch)
+        self._checkpoint_soon()
         return outcomes
 
     async def _flush_wal(self) -> None:
@@ -228,15 +261,43 @@ class SqliteStore(SqlStore):
     def _sync_wal(self) -> None:
         """Make the commits written to the WAL durable: what ``synchronous=FULL`` does at each
         COMMIT (fdatasync of the WAL), once for all the commits written since the last one;
-        the first time, the folder too (the WAL file may be new)."""
-        fd = os.open(f"{self.db_path}-wal", os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+        the first time, the folder too (the WAL file may be new).
+
+        The WAL stays open for this from the first flush on: the system reports a failed
+        write-back to every descriptor open when it failed, so one kept open hears of it even
+        when SQLite's own sync (a checkpoint's) heard of it first."""
+        if self._wal_fd is None:
+            self._wal_fd = os.open(f"{self.db_path}-wal", os.O_RDONLY)
+        datasync(self._wal_fd)
         if not self._folder_synced:
             fsync_folder(self.db_path.parent)
             self._folder_synced = True
+
+    def _checkpoint_soon(self) -> None:
+        """Copy the WAL into the database in the flush thread, at most every
+        :data:`CHECKPOINT_EVERY_S`. The writer's own automatic checkpoints are off: they would
+        run inside a COMMIT on the event loop, with two fsyncs."""
+        now = time.monotonic()
+        if self._checkpoint is not None or now - self._checkpointed_at < CHECKPOINT_EVERY_S:
+            return
+        assert self._flush_thread is not None
+        self._checkpointed_at = now
+        self._checkpoint = self._flush_thread.submit(self._copy_wal)
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _copy_wal(self) -> None:
+        """A PASSIVE checkpoint (it waits for no reader or writer), on a connection of its
+        own."""
+        if self._checkpointer is None:
+            self._checkpointer = self._connect()
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpoint_done(self, done: Future[None]) -> None:
+        self._checkpoint = None
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            # The WAL keeps the frames not copied; the next checkpoint tries again.
+            _log.warning("store_checkpoint_failed", reason=str(error))
 
     @overload
     def _run_batch(self, batch: list[Pending]) -> list[Outcome]: ...
