@@ -226,22 +226,29 @@ class SqliteStore(SqlStore):
             if outcomes is None:
                 outcomes = await super()._commit(batch)
             elif any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
-                await self._flush_wal()
-        except OSError as exc:
-            # The batch is committed but may not be on disk, and the system reports a write
-            # error only once: no later flush can vouch for it. Nothing more is written
-            # (PostgreSQL stops for the same reason); a restart reads the database again.
-            self._wal_lost = (
-                f"the database log could not be flushed to disk ({self.db_path}-wal: {exc});"
-                " the node writes nothing more until its daemon is restarted: check the disk"
-            )
-            _log.error("store_log_not_flushed", reason=self._wal_lost)
-            return [(False, self._blocked_by(StoreTransientError(self._wal_lost)))] * len(batch)
+                try:
+                    await self._flush_wal()
+                except OSError as exc:
+                    return [(False, self._lost_wal(exc))] * len(batch)
         except Exception as exc:  # a bug: fail this batch, keep the writer for the next ones
             _log.error("store_batch_failed", error=repr(exc), exc_info=True)
             return [(False, exc)] * len(batch)
         self._checkpoint_soon()
         return outcomes
+
+    def _lost_wal(self, exc: OSError) -> StoreTransientError:
+        """The WAL could not be flushed: the batch is committed but may not be on disk, and
+        the system reports a write error only once, so no later flush can vouch for it.
+        Nothing more is written (PostgreSQL stops for the same reason) until a restart reads
+        the database again; the error to give the batch's callers."""
+        self._wal_lost = (
+            f"the database log could not be flushed to disk ({self.db_path}-wal: {exc});"
+            " the node writes nothing more until its daemon is restarted: check the disk"
+        )
+        _log.error("store_log_not_flushed", reason=self._wal_lost)
+        error = StoreTransientError(self._wal_lost)
+        self._blocked_by(error)
+        return error
 
     async def _flush_wal(self) -> None:
         """Flush the WAL (:meth:`_sync_wal`): on the loop while flushes take less than
