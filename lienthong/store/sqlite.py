@@ -133,7 +133,7 @@ class SqliteStore(SqlStore):
         self._wal_fd: int | None = None  # kept open: a write error is reported to it (below)
         self._wal_lost: str | None = None  # why the WAL can no longer be trusted, if it cannot
         self._checkpointer: sqlite3.Connection | None = None
-        self._checkpoint: Future[None] | None = None
+        self._checkpoint: Future[None] | None = None  # the last one started
         self._checkpointed_at = 0.0
 
     async def open(self) -> None:
@@ -285,12 +285,13 @@ class SqliteStore(SqlStore):
         :data:`CHECKPOINT_EVERY_S`. The writer's own automatic checkpoints are off: they would
         run inside a COMMIT on the event loop, with two fsyncs."""
         now = time.monotonic()
-        if self._checkpoint is not None or now - self._checkpointed_at < CHECKPOINT_EVERY_S:
+        running = self._checkpoint is not None and not self._checkpoint.done()
+        if running or now - self._checkpointed_at < CHECKPOINT_EVERY_S:
             return
         assert self._flush_thread is not None
         self._checkpointed_at = now
         self._checkpoint = self._flush_thread.submit(self._copy_wal)
-        self._checkpoint.add_done_callback(self._checkpoint_done)
+        self._checkpoint.add_done_callback(_checkpoint_done)
 
     def _copy_wal(self) -> None:
         """A PASSIVE checkpoint (it waits for no reader or writer), on a connection of its
@@ -298,13 +299,6 @@ class SqliteStore(SqlStore):
         if self._checkpointer is None:
             self._checkpointer = self._connect()
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def _checkpoint_done(self, done: Future[None]) -> None:
-        self._checkpoint = None
-        error = None if done.cancelled() else done.exception()
-        if error is not None:
-            # The WAL keeps the frames not copied; the next checkpoint tries again.
-            _log.warning("store_checkpoint_failed", reason=str(error))
 
     @overload
     def _run_batch(self, batch: list[Pending]) -> list[Outcome]: ...
@@ -538,6 +532,14 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
         )
+
+
+def _checkpoint_done(done: Future[None]) -> None:
+    """Log a checkpoint that failed (in the flush thread, where it ran)."""
+    error = None if done.cancelled() else done.exception()
+    if error is not None:
+        # The WAL keeps the frames not copied; the next checkpoint tries again.
+        _log.warning("store_checkpoint_failed", reason=str(error))
 
 
 def _locked(exc: sqlite3.Error) -> bool:

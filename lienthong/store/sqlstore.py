@@ -584,7 +584,7 @@ class SqlStore:
             if not known:
                 _insert_package(tx, meta, self._inline(data), from_peer, PackageState.RECEIVED, now)
                 if hops:
-                    _route(tx, pid, hops, now, just_stored=True)
+                    _route(tx, pid, hops, now, expect=PackageState.STORED)
             tx.run(
                 "INSERT INTO received VALUES (?,?,?,?,?,?)",
                 (transfer_id, pid, from_peer, pid, now, 1 if known else 0),
@@ -1430,11 +1430,10 @@ def _route(
     hops: Mapping[str, Sequence[str]],
     now: float,
     *,
-    just_stored: bool = False,
+    expect: PackageState | None = None,
 ) -> list[str]:
     """Move the package to routed and queue one transfer per next hop; their ids.
-    ``just_stored``: the package was inserted (stored) by this same operation."""
-    expect = PackageState.STORED if just_stored else None
+    ``expect``: the package's state when this operation has just set it (:meth:`Tx.move`)."""
     tx.move("package", package_id, PackageState.ROUTED, now, ", ".join(hops), expect=expect)
     return [
         _queue_transfer(tx, package_id, hop, recipients, now, f"to {hop}")
