@@ -15,17 +15,20 @@ in its frames (DocumentId, sending agency): a transit node reads neither, so byt
 
 - lienthong: the daemon stores each package durably (routed in the same commit), answers the
   producer with a hop receipt, and sends the package on until the consumer's receipt.
-- raw relay (the baseline): a plain aiomqtt client with the national node's certificate,
-  subscribed to its inbox, republishing each frame from the producer into the consumer's inbox
-  (no storage, no receipts of its own). It runs before the daemon starts: the broker forces
-  client id = certificate CN, so the two cannot be connected at once. Rounds alternate the
-  two modes (the daemon is stopped for each raw round), so load from elsewhere on the machine
+- raw relay (the baseline): a plain aiomqtt client in a process of its own (as the daemon is),
+  with the national node's certificate, subscribed to its inbox, republishing each frame from
+  the producer into the consumer's inbox (no storage, no receipts of its own). It runs while
+  the daemon is stopped: the broker forces client id = certificate CN, so the two cannot be
+  connected at once. Rounds alternate the two modes, so load from elsewhere on the machine
   hits both alike.
 
+Producer, consumer and relay set TCP_NODELAY, as a node's links do: with Nagle's algorithm on,
+the producer's PUBACK for a hop receipt holds back its next PUBLISH until the broker's delayed
+ACK (up to 40 ms), and the producer, not the node, sets the pace.
+
 Throughput = packages / (first publish -> last package complete at the consumer); latency
-per package from its publish to its completion. CPU: the daemon's (or, for the raw relay, this
-process's, which also runs producer and consumer) user + system time over the phase, from
-/proc, divided by the packages.
+per package from its publish to its completion. CPU: the daemon's or the relay process's user
++ system time over the phase, from /proc, divided by the packages.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +80,8 @@ CONSUMER = "000.00.00.H41"
 RECIPIENT = "000.00.07.H41"
 TIMEOUT_S = 300.0
 MESSAGE_LIMIT = 1024 * 1024
+# A node's links set it (transport.link); the stand-ins for its neighbours do too.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +142,30 @@ class Consumer:
                 await self.client.publish(inbox_topic(TRANSIT, CONSUMER), receipt, qos=1)
 
 
-async def relay(client: aiomqtt.Client) -> None:
-    """The raw relay: every frame from the producer, republished to the consumer."""
+async def relay(host: str, port: int, cafile: str, cert: str, key: str) -> None:
+    """The raw relay: every frame from the producer, republished to the consumer, until
+    cancelled. Prints ``ready`` once subscribed."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.load_cert_chain(cert, key)
     source = inbox_topic(TRANSIT, PRODUCER)
     target = inbox_topic(CONSUMER, TRANSIT)
     pending: set[asyncio.Task[None]] = set()
-    async for message in client.messages:
-        if str(message.topic) == source:
-            task = asyncio.ensure_future(client.publish(target, message.payload, qos=1))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+    async with aiomqtt.Client(
+        host,
+        port,
+        identifier=TRANSIT,
+        clean_session=True,
+        tls_context=context,
+        socket_options=NODELAY,
+    ) as client:
+        client.pending_calls_threshold = 1_000_000
+        await client.subscribe(inbox_filter(TRANSIT), qos=1)
+        print("ready", flush=True)
+        async for message in client.messages:
+            if str(message.topic) == source:
+                task = asyncio.ensure_future(client.publish(target, message.payload, qos=1))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
 
 
 async def drain_receipts(client: aiomqtt.Client) -> None:
@@ -158,10 +180,12 @@ async def measure(
     """Publish every package from the producer; wait until the consumer has each one."""
     broker = net.brokers[TRANSIT]
     async with contextlib.AsyncExitStack() as stack:
-        producer = await stack.enter_async_context(broker.client(PRODUCER, clean_session=True))
+        producer = await stack.enter_async_context(
+            broker.client(PRODUCER, clean_session=True, socket_options=NODELAY)
+        )
         producer.pending_calls_threshold = 1_000_000
         consumer_client = await stack.enter_async_context(
-            broker.client(CONSUMER, clean_session=True)
+            broker.client(CONSUMER, clean_session=True, socket_options=NODELAY)
         )
         await producer.subscribe(inbox_filter(PRODUCER), qos=1)
         await consumer_client.subscribe(inbox_filter(CONSUMER), qos=1)
@@ -207,18 +231,28 @@ async def measure(
     )
 
 
-async def raw_round(net: Network, label: str, packages: list[list[bytes]]) -> Row:
+@contextlib.contextmanager
+def relay_process(net: Network) -> Iterator[int]:
+    """The raw relay running in a process of its own; yields its pid."""
+    broker = net.brokers[TRANSIT]
+    cert, key = net.pki.client_files(TRANSIT)
+    command = [sys.executable, __file__, "--serve-relay"]
+    command += [broker.host, str(broker.port), str(net.pki.cafile), str(cert), str(key)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the raw relay did not start (exit {process.wait()})")
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def raw_round(net: Network, label: str, packages: list[list[bytes]]) -> Row:
     """The raw relay between producer and consumer."""
-    async with net.brokers[TRANSIT].client(TRANSIT, clean_session=True) as client:
-        client.pending_calls_threshold = 1_000_000
-        await client.subscribe(inbox_filter(TRANSIT), qos=1)
-        task = asyncio.create_task(relay(client))
-        try:
-            return await measure(net, label, packages, time.process_time)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    with relay_process(net) as pid:
+        return run_async(measure(net, label, packages, lambda: cpu_seconds(pid)))
 
 
 def daemon_cpu(net: Network) -> Callable[[], float]:
@@ -249,7 +283,7 @@ def run(root: Path, args: argparse.Namespace) -> list[Row]:
                 if count <= 0:
                     continue
                 packages = make_packages(count, size)
-                rows.append(run_async(raw_round(net, f"raw relay {round_ + 1}", packages)))
+                rows.append(raw_round(net, f"raw relay {round_ + 1}", packages))
                 net.nodes[TRANSIT].start()
                 net.nodes[TRANSIT].wait_ready()
                 out = f"{args.profile}.{round_ + 1}.{size}" if args.profile else ""
@@ -316,7 +350,13 @@ def main() -> None:
     parser.add_argument(
         "--profile-format", default="flamegraph", help="py-spy format (flamegraph, raw, ...)"
     )
+    parser.add_argument("--serve-relay", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_relay:
+        host, port, cafile, cert, key = args.serve_relay
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(relay(host, int(port), cafile, cert, key))
+        return
     configure(json=False, level="warning", stream=sys.stderr)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="bench-transit-", dir=args.dir) as tmp:
