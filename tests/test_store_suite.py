@@ -28,6 +28,7 @@ from lienthong.store import (
     WrongPeer,
 )
 from lienthong.store.postgres import PostgresStore
+from lienthong.store.sqlstore import Op, SqlStore, Tx
 
 T0 = 1_700_000_000.0
 SETTINGS = StoreSettings(
@@ -422,3 +423,45 @@ async def test_journal_chains_every_change(store: Store) -> None:
     # stored, routed, queued, in_flight, acked, hop receipt, done
     assert report.ok
     assert report.entries == 7
+
+
+def _receipt_writer(n: int, *, refuse: bool) -> Op[int]:
+    """An operation that records a receipt for doc-``n`` (a row and its journal entry), then
+    refuses if told to."""
+
+    def op(tx: Tx) -> int:
+        tx.run(
+            'INSERT INTO receipts (document_id, level, code, "by", at, detail)'
+            " VALUES (?,?,?,?,?,?)",
+            (f"doc-{n}", "hop", "stored", "000.00.00.H30", T0, ""),
+        )
+        tx.log(T0, "receipt", f"doc-{n}", None, "hop stored")
+        if refuse:
+            raise UnknownId(f"operation {n} refuses after writing")
+        return n
+
+    return op
+
+
+@pytest.mark.parametrize("refused", [None, 1, 2, 3])
+async def test_an_operation_refused_in_a_batch_undoes_its_own_writes_only(
+    store: Store, refused: int | None
+) -> None:
+    """Operations committed together: one that writes and then refuses leaves neither rows
+    nor journal entries; the others, before and after it, keep theirs; the chain verifies."""
+    assert isinstance(store, SqlStore)
+    commits = store.commits
+    futures = [store._submit(_receipt_writer(n, refuse=n == refused), (), True) for n in (1, 2, 3)]
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert store.commits == commits + 1  # handed over together: one batch
+    kept = [n for n in (1, 2, 3) if n != refused]
+    for n, outcome in zip((1, 2, 3), outcomes, strict=True):
+        if n == refused:
+            assert isinstance(outcome, UnknownId)
+        else:
+            assert outcome == n
+    rows = await store._rows("SELECT document_id FROM receipts ORDER BY document_id")
+    assert [r[0] for r in rows] == [f"doc-{n}" for n in kept]
+    report = await store.journal_verify()
+    assert report.ok
+    assert report.entries == len(kept)

@@ -283,6 +283,7 @@ class PostgresStore(SqlStore):
             lambda at: _PgTx(conn, run, at),
             lambda sql: run(conn.execute(sql)),
             _ENGINE_ERRORS,
+            lambda sql, rows: run(conn.executemany(numbered(sql), rows)),
         )
         if head != start:
             run(conn.execute("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1", *head))

@@ -334,7 +334,9 @@ class SqliteStore(SqlStore):
             # The files are written and flushed while the operations run: their rows stay
             # invisible until the COMMIT, which waits for the flush.
             flushing = self._start_blobs(db, batch)
-            outcomes, head = run_ops(batch, head, lambda at: _Tx(db, at), db.execute, sqlite3.Error)
+            outcomes, head = run_ops(
+                batch, head, lambda at: _Tx(db, at), db.execute, sqlite3.Error, db.executemany
+            )
             if flushing is not None:
                 try:
                     flushing.result()

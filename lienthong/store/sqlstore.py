@@ -9,8 +9,9 @@ synchronous function of a :class:`Tx`, the open write transaction: it reads and 
 (chained by :mod:`lienthong.store.journal`). One writer task groups the operations waiting (up
 to ``group_commit_max_batch``, waiting up to ``group_commit_max_wait_ms`` for more) and hands
 the batch to the engine (``_commit``; by default ``_run_batch`` in its database thread): one
-transaction, each operation in its own savepoint (:func:`run_ops`), one commit; only then are
-the callers' futures resolved.
+transaction, the operations in one savepoint (each in its own when one of them refuses, see
+:func:`run_ops`), their journal entries in one statement, one commit; only then are the
+callers' futures resolved.
 
 The SQL is written once, in the dialect both engines speak: ``?`` placeholders (the
 PostgreSQL engine numbers them), ``ON CONFLICT DO NOTHING``, ``CAST(? AS TEXT)`` where a
@@ -113,11 +114,14 @@ class Tx:
     """One operation's view of the open write transaction, with the journal head.
 
     Runs where the engine runs the batch (its database thread, or the event loop): every call
-    is a plain, synchronous statement.
+    is a plain, synchronous statement. Journal entries are kept in :attr:`entries` until
+    :func:`run_ops` writes those of the batch's operations together (nothing reads the journal
+    inside a write).
     """
 
     def __init__(self, head: tuple[int, str]) -> None:
         self.head = head
+        self.entries: list[tuple[Any, ...]] = []
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of ``sql``, or None."""
@@ -140,10 +144,9 @@ class Tx:
         to_state: str,
         detail: str = "",
     ) -> None:
-        """Append a journal entry chained to the current head."""
+        """Append a journal entry chained to the current head (written by :func:`run_ops`)."""
         e = make_entry(self.head, at, entity, entity_id, from_state, to_state, detail)
-        self.run(
-            "INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)",
+        self.entries.append(
             (
                 e.seq,
                 e.at,
@@ -154,7 +157,7 @@ class Tx:
                 e.detail,
                 e.prev_hash,
                 e.hash,
-            ),
+            )
         )
         self.head = (e.seq, e.hash)
 
@@ -217,36 +220,78 @@ Outcome = tuple[bool, Any]
 """``(True, result)`` or ``(False, exception)`` of one operation of a batch."""
 
 
+JOURNAL_INSERT = "INSERT INTO journal VALUES (?,?,?,?,?,?,?,?,?)"
+"""The statement :func:`run_ops` runs once per batch for the entries of :attr:`Tx.entries`."""
+
+
+class _Refused(Exception):
+    """An operation of a batch run without savepoints of its own refused (the cause chained)."""
+
+
 def run_ops(
     batch: Sequence[Pending],
     head: tuple[int, str],
     tx_at: Callable[[tuple[int, str]], Tx],
     execute: Callable[[str], object],
     engine_errors: type[Exception] | tuple[type[Exception], ...],
+    insert_many: Callable[[str, list[tuple[Any, ...]]], object],
 ) -> tuple[list[Outcome], tuple[int, str]]:
-    """Run each operation of ``batch`` in its own savepoint of the open transaction, chaining
-    the journal from ``head``; each outcome and the new head.
+    """Run the operations of ``batch`` in the open transaction, chaining the journal from
+    ``head``; each outcome and the new head. The journal entries of the operations that
+    succeed are written at the end with one ``insert_many(JOURNAL_INSERT, rows)``.
 
-    An operation's own refusal (any exception but ``engine_errors``) is rolled back to its
-    savepoint alone; an engine error propagates (the caller rolls the batch back).
+    An operation's own refusal (any exception but ``engine_errors``) undoes that operation
+    alone; an engine error propagates (the caller rolls the batch back). The batch first runs
+    in one savepoint; only when an operation refuses is that undone and the batch run again
+    with each operation in a savepoint of its own (two statements per operation, which a batch
+    that goes through saves).
     """
+    execute("SAVEPOINT batch")
+    try:
+        outcomes, end, rows = _run_each(batch, head, tx_at, execute, engine_errors, alone=False)
+    except _Refused:
+        execute("ROLLBACK TO SAVEPOINT batch")
+        outcomes, end, rows = _run_each(batch, head, tx_at, execute, engine_errors, alone=True)
+    execute("RELEASE SAVEPOINT batch")
+    if rows:
+        insert_many(JOURNAL_INSERT, rows)
+    return outcomes, end
+
+
+def _run_each(
+    batch: Sequence[Pending],
+    head: tuple[int, str],
+    tx_at: Callable[[tuple[int, str]], Tx],
+    execute: Callable[[str], object],
+    engine_errors: type[Exception] | tuple[type[Exception], ...],
+    *,
+    alone: bool,
+) -> tuple[list[Outcome], tuple[int, str], list[tuple[Any, ...]]]:
+    """Each operation in turn; ``alone``: each in its own savepoint, a refusal its outcome,
+    else a refusal raises :class:`_Refused`. Engine errors propagate as they are."""
     outcomes: list[Outcome] = []
+    rows: list[tuple[Any, ...]] = []
     for item in batch:
         tx = tx_at(head)
-        execute("SAVEPOINT op")
+        if alone:
+            execute("SAVEPOINT op")
         try:
             result = item.op(tx)
         except engine_errors:
             raise
-        except Exception as exc:  # the operation's own refusal: undo it alone
+        except Exception as exc:  # the operation's own refusal
+            if not alone:
+                raise _Refused from exc
             execute("ROLLBACK TO SAVEPOINT op")
             execute("RELEASE SAVEPOINT op")
             outcomes.append((False, exc))
-        else:
+            continue
+        if alone:
             execute("RELEASE SAVEPOINT op")
-            head = tx.head
-            outcomes.append((True, result))
-    return outcomes, head
+        head = tx.head
+        rows += tx.entries
+        outcomes.append((True, result))
+    return outcomes, head, rows
 
 
 class SqlStore:
