@@ -283,3 +283,28 @@ async def test_a_burst_is_answered_while_the_link_pauses_reading(
             await receiver.drain()
         assert sorted(answered) == sorted(f.transfer_id for f in frames)  # each once
         assert receiver.received == 120
+
+
+async def test_a_publish_cancelled_as_its_puback_arrives_ends_cancelled(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """A task cancelled in the loop turn its PUBACK arrives in ends cancelled, as a stopping
+    daemon expects of every task. (aiomqtt waits for the PUBACK with asyncio.wait_for, which
+    under Python 3.11 returns the result then and drops the cancellation: the task went on.)
+    The real PUBACK times the cancel: it is sent from paho's on_publish callback."""
+    inbox = Inbox()
+    async with a_and_b(broker, broker_pki, inbox) as (a, _):
+        assert a._client is not None
+        paho = a._client._client
+        task = asyncio.create_task(a.publish(B, b"frame"))
+        on_publish = paho.on_publish
+        assert on_publish is not None
+
+        def cancel_on_puback(*args: Any) -> None:
+            on_publish(*args)
+            task.cancel()
+
+        paho.on_publish = cancel_on_puback
+        await asyncio.wait([task], timeout=WAIT_S)
+        assert task.cancelled()
+        assert await inbox.next() == (A, b"frame")  # published all the same

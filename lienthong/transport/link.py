@@ -148,6 +148,19 @@ class _ClientLog(logging.Handler):
         )
 
 
+def _raise_dropped_cancel() -> None:
+    """Raise the cancellation of the running task that an aiomqtt call returned through.
+
+    aiomqtt waits for every acknowledgement (CONNACK, SUBACK, PUBACK) with asyncio.wait_for,
+    which under Python 3.11 returns the result, dropping the cancellation, when the task is
+    cancelled in the loop turn the acknowledgement arrives in (fixed in 3.12): a daemon
+    stopping would wait for a task that goes on. A cancellation still requested (not
+    withdrawn with ``uncancel``) is raised again here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _describe(exc: BaseException) -> str:
     """One line naming what went wrong, with the underlying cause aiomqtt chains on."""
     text = str(exc) or type(exc).__name__
@@ -289,8 +302,10 @@ class Link:
         )
         client.pending_calls_threshold = _PENDING_CALLS_WARNING
         async with client:
+            _raise_dropped_cancel()
             self._phase = "subscribe"
             granted = await client.subscribe(inbox_filter(self.me, dot=self._dot), qos=1)
+            _raise_dropped_cancel()
             # paho gives ReasonCode objects (MQTT 3.1.1 granted QoS in ``.value``); 0x80 = refused.
             if any(getattr(code, "value", code) >= _SUBACK_FAILURE for code in granted):
                 raise aiomqtt.MqttError(f"the broker refused the subscription to {self.me}'s inbox")
@@ -358,3 +373,4 @@ class Link:
             raise LinkDown(
                 f"publish to {to} over link {self.settings.name} failed: {_describe(exc)}"
             ) from exc
+        _raise_dropped_cancel()
