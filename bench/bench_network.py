@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -136,6 +136,17 @@ class CpuMeter:
         """CPU seconds each process used since :meth:`start`; ``"bench"`` is this process."""
         self.used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
         self.used["bench"] = time.process_time() - self._self_start
+
+
+async def stop_tasks(tasks: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended, cancelling again any that goes on:
+    under Python 3.11, asyncio.wait_for (in every aiomqtt publish) drops a cancellation that
+    comes in the loop turn its acknowledgement does, and a reading loop then runs forever."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -254,9 +265,7 @@ class RelayChain:
         self._first_topic = inbox_topic(second, first)
 
     async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         await self._stack.aclose()
 
     def _spawn(self, work: Awaitable[None]) -> None:

@@ -59,6 +59,7 @@ from bench_network import (
     run_async,
     start_profile,
     stop_profile,
+    stop_tasks,
 )
 
 from lienthong.devnet.network import Network
@@ -214,9 +215,7 @@ async def measure(
                 await asyncio.sleep(0.05)
             cpu = pids() - cpu_before
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks)
     latencies = sorted(consumer.done[t] - sent[t] for t in ids)
     seconds = max(consumer.done.values()) - min(sent.values())
     size = sum(len(f) for f in packages[0])
