@@ -5,8 +5,13 @@ inserts committed one by one (same pragmas, same disk) as the baseline. The same
 (the server of ``LIENTHONG_TEST_PG``, a new database per run): PostgresStore grouped and one
 commit per package, against raw asyncpg inserts committed one by one.
 
+The transit cycle: what a transit node's store does per transfer (``receive`` of a package from
+a neighbour, stored and routed in one operation; ``lease_transfer``; ``ack_many`` of its hop
+receipt), 16 transfers at a time, on both engines.
+
 Each mode runs ``--rounds`` times, interleaved, and the median is printed (the disk is shared).
-"packages/flush" is how many packages shared one commit (files: one flush of their folder).
+"packages/flush" is how many packages shared one commit (files: one flush of their folder);
+"CPU ms" is this process's CPU time (all its threads) per package, or per transfer.
 
 Run: ``.venv/bin/python bench/bench_store.py [--packages N] [--rounds R] [--dir DIR]``
 (``--no-postgresql`` leaves PostgreSQL out).
@@ -21,6 +26,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +39,11 @@ from lienthong.store.postgres import PostgresStore
 from lienthong.store.sqlstore import SqlStore
 
 CALLERS = 64
+TRANSIT_AT_ONCE = 16
+SENDER, NEXT_HOP, RECIPIENT = "000.00.00.H49", "000.00.00.H41", "000.00.07.H41"
+
+Result = tuple[float, float, float]
+"""Packages (or transfers) per second, packages per flush, CPU milliseconds per package."""
 
 
 def packages(n: int, salt: str) -> list[tuple[bytes, PackageMeta]]:
@@ -46,7 +57,7 @@ def packages(n: int, salt: str) -> list[tuple[bytes, PackageMeta]]:
 
 async def store_rate(
     root: Path, n: int, batch: int, inline: bool, dsn: str | None = None
-) -> tuple[float, float]:
+) -> Result:
     """Packages per second through put_package with 64 callers at once; packages per commit
     (on PostgreSQL at ``dsn`` when given, else SQLite under ``root``)."""
     settings = StoreSettings(
@@ -65,51 +76,88 @@ async def store_rate(
             async with callers:
                 await store.put_package(data, meta, 0.0)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(put(d, m) for d, m in work))
         rate = n / (time.perf_counter() - start)
+        cpu_ms = (time.process_time() - cpu) * 1000 / n
         flushes = store.blobs.flushes if isinstance(store, SqliteStore) and not inline else 0
-        return rate, n / (flushes or store.commits)
+        return rate, n / (flushes or store.commits), cpu_ms
 
 
-async def pg_store_rate(root: Path, n: int, batch: int) -> tuple[float, float]:
+async def transit_cycle(root: Path, n: int, dsn: str | None = None) -> Result:
+    """Transfers per second through a transit node's store operations, ``TRANSIT_AT_ONCE`` at a
+    time (received and routed, taken, acknowledged); transfers per commit; CPU ms each."""
+    settings = StoreSettings()
+    store: SqlStore = SqliteStore(root, settings)
+    if dsn is not None:
+        store = PostgresStore(root, replace(settings, backend="postgresql", dsn=dsn))
+    work = packages(n, root.name)
+    hops = {NEXT_HOP: (RECIPIENT,)}
+    async with store:
+
+        async def receive(data: bytes, meta: PackageMeta) -> None:
+            await store.receive(uuid.uuid4().hex, data, meta, SENDER, time.time(), hops=hops)
+
+        async def take_and_ack() -> None:
+            lease = await store.lease_transfer(NEXT_HOP, time.time())
+            assert lease is not None
+            await store.ack_many([(lease.transfer_id, lease.sha256)], time.time(), by=NEXT_HOP)
+
+        start, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, n, TRANSIT_AT_ONCE):
+            group = work[first : first + TRANSIT_AT_ONCE]
+            await asyncio.gather(*(receive(d, m) for d, m in group))
+            await asyncio.gather(*(take_and_ack() for _ in group))
+        rate = n / (time.perf_counter() - start)
+        return rate, n / store.commits, (time.process_time() - cpu) * 1000 / n
+
+
+async def pg_store_rate(root: Path, n: int, batch: int) -> Result:
     """:func:`store_rate` on PostgreSQL, in a database made for the run."""
     async with ScratchDatabase("lienthong_bench") as db:
         return await store_rate(root, n, batch, True, db.dsn)
 
 
-async def pg_raw_rate(n: int) -> tuple[float, float]:
+async def pg_transit_cycle(root: Path, n: int) -> Result:
+    """:func:`transit_cycle` on PostgreSQL, in a database made for the run."""
+    async with ScratchDatabase("lienthong_bench") as db:
+        return await transit_cycle(root, n, db.dsn)
+
+
+async def pg_raw_rate(n: int) -> Result:
     """asyncpg inserts of 5 KB rows, each committed alone (the server's default durability)."""
     async with ScratchDatabase("lienthong_bench") as db:
         conn = await asyncpg.connect(db.dsn)
         try:
             await conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, data bytea)")
             blob = os.urandom(5120)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(n):
                 async with conn.transaction():
                     await conn.execute("INSERT INTO t (data) VALUES ($1)", blob)
             rate = n / (time.perf_counter() - start)
+            cpu_ms = (time.process_time() - cpu) * 1000 / n
         finally:
             await conn.close()
-    return rate, 1.0
+    return rate, 1.0, cpu_ms
 
 
-def raw_rate(path: Path, n: int) -> tuple[float, float]:
+def raw_rate(path: Path, n: int) -> Result:
     """sqlite3 inserts of 5 KB rows, each committed alone (WAL, synchronous=FULL)."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)")
     blob = os.urandom(5120)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         db.execute("BEGIN")
         db.execute("INSERT INTO t (data) VALUES (?)", (blob,))
         db.execute("COMMIT")
     rate = n / (time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu) * 1000 / n
     db.close()
-    return rate, 1.0
+    return rate, 1.0, cpu_ms
 
 
 def main() -> None:
@@ -134,6 +182,9 @@ def main() -> None:
         "SqliteStore, grouped, files, fdatasync": lambda d: asyncio.run(
             store_rate(d / "fdatasync", n, 256, False)
         ),
+        "SqliteStore, transit cycle (per transfer)": lambda d: asyncio.run(
+            transit_cycle(d / "transit", n)
+        ),
     }
     if not args.no_postgresql:
         modes |= {
@@ -144,17 +195,21 @@ def main() -> None:
             "PostgresStore, grouped, in the row": lambda d: asyncio.run(
                 pg_store_rate(d / "pg-grouped", n, 256)
             ),
+            "PostgresStore, transit cycle (per transfer)": lambda d: asyncio.run(
+                pg_transit_cycle(d / "pg-transit", n)
+            ),
         }
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in modes}
+    results: dict[str, list[Result]] = {name: [] for name in modes}
     for _ in range(args.rounds):
         for name, run in modes.items():
             with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 results[name].append(run(Path(tmp)))
-    print(f"{'mode':<45} {'packages/s':>12} {'packages/flush':>15}")
+    print(f"{'mode':<45} {'packages/s':>12} {'packages/flush':>15} {'CPU ms':>8}")
     for name, runs in results.items():
-        rate = statistics.median(r for r, _ in runs)
-        per_flush = statistics.median(f for _, f in runs)
-        print(f"{name:<45} {rate:>12.0f} {per_flush:>15.1f}")
+        rate = statistics.median(r for r, _, _ in runs)
+        per_flush = statistics.median(f for _, f, _ in runs)
+        cpu_ms = statistics.median(c for _, _, c in runs)
+        print(f"{name:<45} {rate:>12.0f} {per_flush:>15.1f} {cpu_ms:>8.3f}")
 
 
 if __name__ == "__main__":
