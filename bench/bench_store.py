@@ -7,7 +7,7 @@ commit per package, against raw asyncpg inserts committed one by one.
 
 The transit cycle: what a transit node's store does per transfer (``receive`` of a package from
 a neighbour, stored and routed in one operation; ``lease_transfer``; ``ack_many`` of its hop
-receipt), 16 transfers at a time, on both engines.
+receipt), 16 transfers at a time (``--transit-at-once``), on both engines.
 
 Each mode runs ``--rounds`` times, interleaved, and the median is printed (the disk is shared).
 "packages/flush" is how many packages shared one commit (files: one flush of their folder);
@@ -84,9 +84,9 @@ async def store_rate(
         return rate, n / (flushes or store.commits), cpu_ms
 
 
-async def transit_cycle(root: Path, n: int, dsn: str | None = None) -> Result:
-    """Transfers per second through a transit node's store operations, ``TRANSIT_AT_ONCE`` at a
-    time (received and routed, taken, acknowledged); transfers per commit; CPU ms each."""
+async def transit_cycle(root: Path, n: int, at_once: int, dsn: str | None = None) -> Result:
+    """Transfers per second through a transit node's store operations, ``at_once`` at a time
+    (received and routed, taken, acknowledged); transfers per commit; CPU ms each."""
     settings = StoreSettings()
     store: SqlStore = SqliteStore(root, settings)
     if dsn is not None:
@@ -104,8 +104,8 @@ async def transit_cycle(root: Path, n: int, dsn: str | None = None) -> Result:
             await store.ack_many([(lease.transfer_id, lease.sha256)], time.time(), by=NEXT_HOP)
 
         start, cpu = time.perf_counter(), time.process_time()
-        for first in range(0, n, TRANSIT_AT_ONCE):
-            group = work[first : first + TRANSIT_AT_ONCE]
+        for first in range(0, n, at_once):
+            group = work[first : first + at_once]
             await asyncio.gather(*(receive(d, m) for d, m in group))
             await asyncio.gather(*(take_and_ack() for _ in group))
         rate = n / (time.perf_counter() - start)
@@ -118,10 +118,10 @@ async def pg_store_rate(root: Path, n: int, batch: int) -> Result:
         return await store_rate(root, n, batch, True, db.dsn)
 
 
-async def pg_transit_cycle(root: Path, n: int) -> Result:
+async def pg_transit_cycle(root: Path, n: int, at_once: int) -> Result:
     """:func:`transit_cycle` on PostgreSQL, in a database made for the run."""
     async with ScratchDatabase("lienthong_bench") as db:
-        return await transit_cycle(root, n, db.dsn)
+        return await transit_cycle(root, n, at_once, db.dsn)
 
 
 async def pg_raw_rate(n: int) -> Result:
@@ -169,6 +169,12 @@ def main() -> None:
         "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
     )
     parser.add_argument("--no-postgresql", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--transit-at-once",
+        type=int,
+        default=TRANSIT_AT_ONCE,
+        help=f"transfers at a time in the transit cycle ({TRANSIT_AT_ONCE})",
+    )
     args = parser.parse_args()
     n = args.packages
     modes = {
@@ -183,7 +189,7 @@ def main() -> None:
             store_rate(d / "fdatasync", n, 256, False)
         ),
         "SqliteStore, transit cycle (per transfer)": lambda d: asyncio.run(
-            transit_cycle(d / "transit", n)
+            transit_cycle(d / "transit", n, args.transit_at_once)
         ),
     }
     if not args.no_postgresql:
@@ -196,7 +202,7 @@ def main() -> None:
                 pg_store_rate(d / "pg-grouped", n, 256)
             ),
             "PostgresStore, transit cycle (per transfer)": lambda d: asyncio.run(
-                pg_transit_cycle(d / "pg-transit", n)
+                pg_transit_cycle(d / "pg-transit", n, args.transit_at_once)
             ),
         }
     results: dict[str, list[Result]] = {name: [] for name in modes}
