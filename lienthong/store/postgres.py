@@ -13,7 +13,8 @@ so the writer connection lives in the writer thread with an event loop of its ow
 statement of an operation runs to completion on that loop (``run_until_complete``), and the
 main loop is free meanwhile, as with SQLite. A batch is one transaction: the journal head is read
 ``FOR UPDATE`` first (which serialises every writer of the database: a second daemon, the
-``lienthong requeue`` command), each operation runs in its own savepoint, one COMMIT. Commits are
+``lienthong requeue`` command), the operations run as :func:`~lienthong.store.sqlstore.run_ops`
+says (one savepoint, the journal in one ``executemany``), one COMMIT. Commits are
 durable (``synchronous_commit`` as the server has it), except a batch of bookkeeping only
 (taking a transfer, a failed attempt, a hop receipt), which commits with
 ``synchronous_commit = off``: a crash of the server loses at most its last fraction of a second

@@ -17,21 +17,22 @@ durable with fdatasync of the file and one fsync of its folder per batch.
 
 Grouped commits, run where they cost least. The shared writer task (:class:`SqlStore`) hands
 each batch over whole. A batch with no package file (nearly all: packages, transfers, receipts
-of a transit node) runs on the event loop itself: ``BEGIN IMMEDIATE``, each operation (a plain
-function of a :class:`Tx`) in its own SAVEPOINT, one COMMIT with ``synchronous=NORMAL`` (SQLite
-writes the WAL and syncs nothing); then, if an operation needs it durable, one fdatasync of
-the WAL, which is what ``synchronous=FULL`` does at each COMMIT, and only then are the callers'
-futures resolved. The statements cost tens of microseconds each; handing them to a thread cost
-as much again in thread switches and contention for the interpreter lock. The flush, the only
-part that waits on the disk, runs on the loop too while it is quick (under
+of a transit node) runs on the event loop itself: ``BEGIN IMMEDIATE``, the operations (plain
+functions of a :class:`Tx`) as :func:`~lienthong.store.sqlstore.run_ops` runs them (one
+SAVEPOINT, the journal entries in one ``executemany``), one COMMIT with ``synchronous=NORMAL``
+(SQLite writes the WAL and syncs nothing); then, if an operation needs it durable, one
+fdatasync of the WAL, which is what ``synchronous=FULL`` does at each COMMIT, and only then are
+the callers' futures resolved. The statements cost tens of microseconds each; handing them to a
+thread cost as much again in thread switches and contention for the interpreter lock. The
+flush, the only part that waits on the disk, runs on the loop too while it is quick (under
 :data:`INLINE_FLUSH_S` lately: a fraction of a millisecond on an SSD, less than the CPU the
 thread switches around it would cost) and in the flush thread when the disk is slow. A row
-committed this way is visible to reads (another transfer's lease, say) before its flush; nothing
-is promised about it until the flush, and at worst a package goes on before a power loss and
-comes back as a duplicate. Bookkeeping alone waits up to ``bookkeeping_wait_ms`` for a write
-that is promised, and commits with it. The event loop never waits for a lock: it does not wait
-at all on a database locked by another process (``lienthong requeue`` beside the daemon), and
-hands that batch to the writer thread, which waits up to ``busy_timeout_ms`` as before.
+committed this way is visible to reads (another transfer's lease, say) before its flush;
+nothing is promised about it until the flush, and at worst a package goes on before a power
+loss and comes back as a duplicate. Bookkeeping alone waits up to ``bookkeeping_wait_ms`` for a
+write that is promised, and commits with it. The event loop never waits for a lock: it does not
+wait at all on a database locked by another process (``lienthong requeue`` beside the daemon),
+and hands that batch to the writer thread, which waits up to ``busy_timeout_ms`` as before.
 
 A batch with package files runs in the writer thread: ``BEGIN IMMEDIATE``, its package files
 started in the flush thread, the operations, the files waited for, one COMMIT (FULL when an
@@ -168,7 +169,7 @@ class SqliteStore(SqlStore):
         db.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout_ms)}")
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA synchronous = FULL")
-        # Statement journals of the savepoints each grouped operation runs in: kept in memory,
+        # Statement journals of the savepoints grouped operations run in: kept in memory,
         # not in a temporary file opened, written and removed per transaction.
         db.execute("PRAGMA temp_store = MEMORY")
         return db
