@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 import structlog
 from brokers import Broker, Pki, broker_fixture, broker_pki_fixture  # noqa: F401 (fixtures)
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from lienthong.metrics import Metrics
 from lienthong.store import SqliteStore
@@ -308,3 +311,33 @@ async def test_a_publish_cancelled_as_its_puback_arrives_ends_cancelled(
         await asyncio.wait([task], timeout=WAIT_S)
         assert task.cancelled()
         assert await inbox.next() == (A, b"frame")  # published all the same
+
+
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_link_cancelled_as_its_connack_arrives_stops(
+    broker: Broker, broker_pki: Pki, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """A link task cancelled in the loop turn its CONNACK arrives in ends cancelled, whether
+    the broker accepted the connection or refused it (then it would otherwise connect again,
+    for ever if the broker kept refusing). The real CONNACK is handed to aiomqtt a moment
+    late (it can come before the task waits for it) and the cancel follows it in the same
+    turn; a refusal is put in its place there, since this broker refuses no client that passed
+    its TLS handshake."""
+    link = Link(_settings(broker, broker_pki, A), A, Inbox())
+    task = asyncio.create_task(link.run())
+    on_connect = aiomqtt.Client._on_connect
+
+    def cancel_on_connack(client: aiomqtt.Client, *args: Any) -> None:
+        if refused:
+            args = (*args[:3], ReasonCode(PacketTypes.CONNACK, "Not authorized"), *args[4:])
+
+        def answer() -> None:
+            on_connect(client, *args)
+            task.cancel()
+
+        asyncio.get_running_loop().call_later(0.05, answer)
+
+    monkeypatch.setattr(aiomqtt.Client, "_on_connect", cancel_on_connack)
+    await asyncio.wait([task], timeout=WAIT_S)
+    assert task.cancelled()
+    assert link.state == "down"

@@ -263,6 +263,9 @@ class Link:
                 try:
                     await self._session()
                 except (aiomqtt.MqttError, OSError) as exc:
+                    # A refused CONNACK is raised through the same wait_for, which drops a
+                    # cancellation that came with it: stop instead of connecting again.
+                    _raise_dropped_cancel()
                     reason = f"{self._phase}: {_describe(exc)}"
                     client_error = self._client_log.last_error
                     if client_error and client_error not in reason:
