@@ -41,6 +41,8 @@ _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 def datasync(fd: int) -> None:
     """fdatasync where the system has it (Linux), else fsync."""
+    # Looked up at each call (a dict lookup beside a system call), so that an os.fdatasync
+    # replaced later, as the tests of a failing disk do, is the one that runs.
     sync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
     sync(fd)
 
