@@ -21,10 +21,17 @@ _LEVELS = {
 }
 
 
-def configure(*, json: bool = True, level: str = "info", stream: TextIO | None = None) -> None:
+def configure(
+    *, json: bool = True, level: str = "info", stream: TextIO | None = None, once: bool = False
+) -> None:
     """Configure structlog for the process: JSON (daemon) or readable console lines (people).
 
     ``level`` is one of debug, info, warning, error; anything else raises ValueError.
+    ``once``: this is the process's only configuration (the daemon's), so each module's
+    logger is assembled at its first line and kept; otherwise structlog assembles a logger
+    for every line, even one the level filters out, which a daemon passing on hundreds of
+    transfers a second would pay for at each (a later configuration would not reach a kept
+    logger, which is why tests and commands that configure again leave it off).
     """
     if level not in _LEVELS:
         raise ValueError(f"log level must be one of {', '.join(_LEVELS)}, not {level!r}")
@@ -44,7 +51,7 @@ def configure(*, json: bool = True, level: str = "info", stream: TextIO | None =
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=once,
     )
 
 

@@ -65,3 +65,21 @@ def test_loggers_made_before_configure_follow_it() -> None:
     configure(stream=out)
     early.info("after")
     assert json.loads(out.getvalue())["event"] == "after"
+
+
+def test_a_daemon_configured_once_keeps_its_loggers_and_their_context() -> None:
+    """Configured once (the daemon), a module's logger is assembled at its first line and
+    kept: later lines still carry the context bound then, and the level still filters."""
+    out = io.StringIO()
+    configure(stream=out, once=True)
+    log = get_logger("test")
+    log.info("first")
+    kept = log.bind  # structlog's lazy logger now hands out the logger it assembled
+    log.debug("filtered")
+    with structlog.contextvars.bound_contextvars(transfer_id="T1"):
+        log.info("second")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["first", "second"]
+    assert lines[1]["transfer_id"] == "T1"
+    assert log.bind is kept
+    assert log.bind() is log.bind()

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    configure(json=True, level=config.daemon.log_level)
+    configure(json=True, level=config.daemon.log_level, once=True)
 
     async def main() -> None:
         node = Node(config)
