@@ -7,7 +7,15 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lienthong.store.journal import GENESIS, canonical, entry_body, make_entry, verify_chain
+from lienthong.store.journal import (
+    GENESIS,
+    JournalEntry,
+    canonical,
+    entry_body,
+    entry_row,
+    make_entry,
+    verify_chain,
+)
 from lienthong.store.lifecycle import PackageState, TransferState
 
 # Text with what JSON must escape: quotes, backslashes, control characters, non-ASCII.
@@ -60,3 +68,18 @@ def test_a_changed_entry_breaks_the_chain_where_it_was_changed() -> None:
     report = verify_chain(entries, head)
     assert not report.ok
     assert report.bad_seq == 3
+
+
+def test_rows_as_a_store_writes_them_chain_like_entries() -> None:
+    """The rows a store writes (entry_row) are the fields of make_entry's entries, in order,
+    and a chain of them verifies."""
+    head = (0, GENESIS)
+    rows = []
+    for n in range(3):
+        row = entry_row(head, 100.0 + n, "transfer", f"t{n}", "queued", "in_flight", "to X")
+        assert row == dataclasses.astuple(
+            make_entry(head, 100.0 + n, "transfer", f"t{n}", "queued", "in_flight", "to X")
+        )
+        rows.append(row)
+        head = (row[0], row[-1])
+    assert verify_chain([JournalEntry(*row) for row in rows], head).ok

@@ -100,6 +100,27 @@ def entry_body(
     ).encode()
 
 
+EntryRow = tuple[int, float, str, str, str | None, str, str, str, str]
+"""A :class:`JournalEntry`'s fields in order, as the journal table stores them."""
+
+
+def entry_row(
+    prev: tuple[int, str],
+    at: float,
+    entity: str,
+    entity_id: str,
+    from_state: str | None,
+    to_state: str,
+    detail: str = "",
+) -> EntryRow:
+    """The fields of the entry following ``prev`` (its seq and hash; ``(0, GENESIS)`` for
+    the first), in :class:`JournalEntry`'s order: what a store writes for every state change,
+    without building the entry itself."""
+    seq = prev[0] + 1
+    digest = entry_hash(prev[1], seq, at, entity, entity_id, from_state, to_state, detail)
+    return (seq, at, entity, entity_id, from_state, to_state, detail, prev[1], digest)
+
+
 def make_entry(
     prev: tuple[int, str],
     at: float,
@@ -110,9 +131,7 @@ def make_entry(
     detail: str = "",
 ) -> JournalEntry:
     """The entry following ``prev`` (its seq and hash; ``(0, GENESIS)`` for the first)."""
-    seq = prev[0] + 1
-    digest = entry_hash(prev[1], seq, at, entity, entity_id, from_state, to_state, detail)
-    return JournalEntry(seq, at, entity, entity_id, from_state, to_state, detail, prev[1], digest)
+    return JournalEntry(*entry_row(prev, at, entity, entity_id, from_state, to_state, detail))
 
 
 def verify_chain(entries: Iterable[JournalEntry], head: tuple[int, str] | None) -> JournalReport:

@@ -54,7 +54,13 @@ from lienthong.store.errors import (
     UnknownId,
     WrongPeer,
 )
-from lienthong.store.journal import JournalEntry, JournalReport, make_entry, verify_chain
+from lienthong.store.journal import (
+    EntryRow,
+    JournalEntry,
+    JournalReport,
+    entry_row,
+    verify_chain,
+)
 from lienthong.store.lifecycle import (
     PACKAGE_EXPIRABLE,
     ConcurrentChange,
@@ -121,7 +127,7 @@ class Tx:
 
     def __init__(self, head: tuple[int, str]) -> None:
         self.head = head
-        self.entries: list[tuple[Any, ...]] = []
+        self.entries: list[EntryRow] = []
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of ``sql``, or None."""
@@ -145,21 +151,9 @@ class Tx:
         detail: str = "",
     ) -> None:
         """Append a journal entry chained to the current head (written by :func:`run_ops`)."""
-        e = make_entry(self.head, at, entity, entity_id, from_state, to_state, detail)
-        self.entries.append(
-            (
-                e.seq,
-                e.at,
-                e.entity,
-                e.entity_id,
-                e.from_state,
-                e.to_state,
-                e.detail,
-                e.prev_hash,
-                e.hash,
-            )
-        )
-        self.head = (e.seq, e.hash)
+        row = entry_row(self.head, at, entity, entity_id, from_state, to_state, detail)
+        self.entries.append(row)
+        self.head = (row[0], row[-1])
 
     def move(
         self,
