@@ -250,6 +250,30 @@ async def _no_local_package(package_id: str) -> None:
     raise AssertionError(f"every package passes through, got {package_id}")
 
 
+async def test_frames_waiting_behind_a_slow_handler_arrive_all_in_order(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """While B's handler is busy with the first frame, the next ones wait in the link's queue;
+    each is then handed over once, in the order A published them."""
+    inbox = Inbox()
+    busy = asyncio.Event()
+
+    async def slow_first(sender: str, payload: bytes) -> None:
+        if payload == b"0":
+            busy.set()
+            await asyncio.sleep(0.3)
+        await inbox(sender, payload)
+
+    async with a_and_b(broker, broker_pki, slow_first) as (a, _):
+        await a.publish(B, b"0")
+        await asyncio.wait_for(busy.wait(), WAIT_S)
+        for n in range(1, 20):
+            await a.publish(B, str(n).encode())
+        got = [(await inbox.next())[1] for _ in range(20)]
+        assert got == [str(n).encode() for n in range(20)]
+        assert inbox.frames.empty()
+
+
 async def test_a_burst_is_answered_while_the_link_pauses_reading(
     broker: Broker, broker_pki: Pki, tmp_path: Path
 ) -> None:

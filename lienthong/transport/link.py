@@ -73,6 +73,29 @@ _SUBACK_FAILURE = 0x80
 _PENDING_CALLS_WARNING = 10_000
 
 
+class _KeptQueue:
+    """aiomqtt's queue of received messages, in hand. aiomqtt makes the queue from the class it
+    is given (``queue_type``, its way of choosing the queue); the class this offers notes the
+    queue it made, so that messages already received can be taken without a wait."""
+
+    def __init__(self) -> None:
+        made: list[asyncio.Queue[aiomqtt.Message]] = []
+
+        class Queue(asyncio.Queue[aiomqtt.Message]):
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                made.append(self)
+
+        self.queue_type: type[asyncio.Queue[aiomqtt.Message]] = Queue
+        self._made = made
+
+    @property
+    def queue(self) -> asyncio.Queue[aiomqtt.Message]:
+        """The queue the client made (it makes one, when it is created)."""
+        (queue,) = self._made
+        return queue
+
+
 class LinkDown(TransientError):
     """The link is not connected, or a publish over it failed or timed out."""
 
@@ -290,6 +313,7 @@ class Link:
         """One connection, from CONNECT to the error that ends it."""
         settings = self.settings
         host, port = self.address
+        kept = _KeptQueue()
         client = aiomqtt.Client(
             host,
             port,
@@ -302,6 +326,7 @@ class Link:
             # Frames and hop receipts are small and answered at once: without TCP_NODELAY,
             # Nagle's algorithm holds each one back by tens of milliseconds per hop.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            queue_type=kept.queue_type,
         )
         client.pending_calls_threshold = _PENDING_CALLS_WARNING
         async with client:
@@ -319,10 +344,14 @@ class Link:
             _log.info("link_up", connects=self.connects, **self._context())
             self._phase = "connection lost"
             gate = ReadGate(client)  # frames wait at the broker, not in memory
-            async for message in client.messages:
+            messages, queue = client.messages, kept.queue
+            while True:
+                # A frame already received is taken at once; aiomqtt's iterator makes a task
+                # and a wait for every message, and a turn of the loop, even then. It is
+                # waited for (until the connection ends: MqttError) only when none is.
+                message = queue.get_nowait() if queue.qsize() else await anext(messages)
                 gate.taken()
                 await self._deliver(message)
-        raise aiomqtt.MqttError("the message stream ended")  # aiomqtt ends it only by raising
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
