@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,28 @@ async def test_link_survives_a_broker_killed_and_restarted(broker: Broker, broke
     assert first_down["reason"].startswith("connection lost")
     assert first_down["retry_in"] >= 0
     assert [e["connects"] for e in logs if e["event"] == "link_up" and e["node"] == A] == [1, 2]
+
+
+async def test_a_publish_whose_puback_does_not_come_fails_after_the_timeout(
+    broker: Broker, broker_pki: Pki
+) -> None:
+    """The broker stops answering (SIGSTOP) with the connection open: a publish fails with
+    LinkDown naming the wait, after ``publish_timeout``; once the broker goes on, so does the
+    link, and the next frame arrives."""
+    inbox = Inbox()
+    async with a_and_b(broker, broker_pki, inbox, publish_timeout=0.5) as (a, _):
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(WAIT_S):
+                with pytest.raises(LinkDown, match=r"no PUBACK within 0\.5 s"):
+                    await a.publish(B, b"while the broker is stopped")
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        await a.publish(B, b"once it goes on")
+        async with asyncio.timeout(WAIT_S):
+            while (await inbox.next())[1] != b"once it goes on":
+                pass
 
 
 async def _publish_while_down_then_recover(broker: Broker, a: Link, b: Link, inbox: Inbox) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import ssl
@@ -399,10 +400,19 @@ class Link:
                 f"link {self.settings.name} ({self.where}) is"
                 f" {self.state}: {self.last_error or 'not connected yet'}"
             )
+        wait = self.settings.publish_timeout
         try:
-            await client.publish(topic, payload, qos=1, timeout=self.settings.publish_timeout)
+            # The wait is bounded here, not by aiomqtt: its own bound goes through
+            # asyncio.wait_for, which under Python 3.11 makes a task for every publish.
+            async with asyncio.timeout(wait):
+                await client.publish(topic, payload, qos=1, timeout=math.inf)
         except aiomqtt.MqttError as exc:
             raise LinkDown(
                 f"publish to {to} over link {self.settings.name} failed: {_describe(exc)}"
             ) from exc
+        except TimeoutError:
+            raise LinkDown(
+                f"publish to {to} over link {self.settings.name} failed:"
+                f" no PUBACK within {wait:g} s"
+            ) from None
         _raise_dropped_cancel()
