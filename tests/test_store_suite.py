@@ -465,3 +465,25 @@ async def test_an_operation_refused_in_a_batch_undoes_its_own_writes_only(
     report = await store.journal_verify()
     assert report.ok
     assert report.entries == len(kept)
+
+
+async def test_an_operation_whose_caller_is_cancelled_while_waiting_still_commits(
+    store: Store,
+) -> None:
+    """A caller cancelled after handing its write over (a link going down mid-transfer, the
+    daemon stopping): the write still commits with its batch, and later writes go on."""
+    data, meta = pkg()
+    putting = asyncio.ensure_future(store.put_package(data, meta, T0))
+    await asyncio.sleep(0)  # handed over to the writer, not yet committed
+    putting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await putting
+    assert isinstance(store, SqlStore)
+    commits = store.commits
+    [transfer] = await store.enqueue(meta.sha256, {"000.00.00.H30": meta.recipients}, T0)
+    assert store.commits > commits
+    assert (await store.get_package(meta.sha256)).state == PackageState.ROUTED
+    lease = await store.lease_transfer("000.00.00.H30", T0)
+    assert lease is not None
+    assert lease.transfer_id == transfer
+    assert (await store.journal_verify()).ok

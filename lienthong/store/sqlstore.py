@@ -208,6 +208,7 @@ class Pending:
     future: asyncio.Future[Any]
     blobs: tuple[tuple[str, PackageSource], ...] = ()  # (sha256, bytes or file) it refers to
     durable: bool = True  # False: may be lost on power loss (see the module docstring)
+    keeps_queue: bool = False  # True: moves no queued transfer elsewhere (see _write)
 
 
 Outcome = tuple[bool, Any]
@@ -436,8 +437,9 @@ class SqlStore:
         ``keeps_queue`` marks an op that moves no queued transfer elsewhere (it may add some,
         or settle one in flight); any other drops the transfers read ahead (:mod:`.takes`).
         """
-        # The operation commits even if this caller is cancelled while waiting.
-        return await asyncio.shield(self._submit(op, blobs, durable, keeps_queue=keeps_queue))
+        # The operation commits even if this caller is cancelled while waiting: the writer
+        # runs every operation handed over, whatever became of its future.
+        return await self._submit(op, blobs, durable, keeps_queue=keeps_queue)
 
     def _submit(
         self,
@@ -452,9 +454,10 @@ class SqlStore:
             raise RuntimeError("store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if not keeps_queue:
-            self._takes.drop_ahead()
-            future.add_done_callback(lambda _: self._takes.drop_ahead())
-        self._queue.put_nowait(Pending(op, future, self._file_blobs(blobs), durable))
+            self._takes.drop_ahead()  # and again once it has run (the writer does that)
+        self._queue.put_nowait(
+            Pending(op, future, self._file_blobs(blobs), durable, keeps_queue=keeps_queue)
+        )
         self._more.set()
         return future
 
@@ -515,6 +518,11 @@ class SqlStore:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 raise
+            finally:
+                # Transfers read ahead before these operations ran may have moved since:
+                # read again, before any caller goes on.
+                if not all(item.keeps_queue for item in batch):
+                    self._takes.drop_ahead()
             for item, (ok, value) in zip(batch, outcomes, strict=True):
                 if item.future.done():
                     continue
