@@ -462,10 +462,13 @@ class SqlStore:
         return future
 
     def _remember(self, package_id: str, data: PackageSource) -> None:
-        """Keep the bytes of a package just committed: it is usually sent on at once, and
-        reading it back would cost a trip to the reader's thread. Packages never change
-        (their id is their digest), so a copy is never stale. A package in a file is not
-        read for this."""
+        """Keep the bytes of a package being stored: it is usually sent on at once, and
+        reading it back would cost trips to the reader's thread. Kept as the write is handed
+        over, not once it is flushed: its transfers can be taken as soon as its rows are
+        committed, before the flush that its caller waits for. Packages never change (their
+        id is their digest, checked before this), so a copy is never stale, and one kept for
+        a write that then fails is only memory (the oldest go first). A package in a file is
+        not read for this."""
         if isinstance(data, Path):
             return
         if package_id in self._recent or len(data) > RECENT_MAX_BYTES // 4:
@@ -588,8 +591,8 @@ class SqlStore:
             _insert_package(tx, meta, self._inline(data), None, PackageState.SIGNED, now)
             return False
 
-        duplicate = await self._intake(op, [(pid, data)], keeps_queue=True)
         self._remember(pid, data)
+        duplicate = await self._intake(op, [(pid, data)], keeps_queue=True)
         return pid, duplicate
 
     async def _small_in_memory(self, data: PackageSource, meta: PackageMeta) -> PackageSource:
@@ -639,9 +642,9 @@ class SqlStore:
             outcome = ReceiveOutcome.DUPLICATE if known else ReceiveOutcome.NEW
             return ReceiveResult(outcome, pid)
 
+        self._remember(pid, data)
         result = await self._intake(op, [(pid, data)], keeps_queue=True)
         if result.outcome is not ReceiveOutcome.CONFLICT:
-            self._remember(pid, data)
             return result
         return await self._record_conflict(
             transfer_id, data, result.package_id, pid, from_peer, now
@@ -1269,9 +1272,8 @@ class SqlStore:
 
         for reply in replies:
             reply.meta.check(reply.data)
-        await self._write(op, [(r.meta.sha256, r.data) for r in replies])
-        for reply in replies:
             self._remember(reply.meta.sha256, reply.data)
+        await self._write(op, [(r.meta.sha256, r.data) for r in replies])
 
     async def inbox_list(
         self, recipient: str | None = None, pending: bool = True
