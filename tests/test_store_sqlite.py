@@ -563,8 +563,9 @@ async def test_a_package_corrupted_on_disk_is_quarantined_never_read(
     tmp_path: Path, size: int
 ) -> None:
     """A package whose stored bytes change (in its row or its file) is refused on the next
-    read: the package is quarantined and its transfer dead-lettered, each with the reason, the
-    journal still verifies, and no later read hands the bad bytes out."""
+    read, whether it is asked for as a file or as bytes: the package is quarantined and its
+    transfer dead-lettered, each with the reason, the journal still verifies, and no later
+    read hands the bad bytes out."""
     state = tmp_path / "state"
     data, meta = pkg(7, size)
     async with SqliteStore(state) as store:
@@ -577,6 +578,10 @@ async def test_a_package_corrupted_on_disk_is_quarantined_never_read(
         with sqlite3.connect(state / "store.sqlite3") as db:
             db.execute("UPDATE packages SET data = ? WHERE package_id = ?", (bad, package_id))
     async with SqliteStore(state) as store:
+        # The sender asks for the file first (none for a package in its row, which is then
+        # read whole): either way the bad bytes are found there, and never kept for later.
+        with pytest.raises(CorruptPackage, match="corrupted"):
+            await store.package_file(package_id)
         for _ in range(2):
             with pytest.raises(CorruptPackage, match="corrupted"):
                 await store.read_package(package_id)
