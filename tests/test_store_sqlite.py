@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -592,3 +593,45 @@ async def test_a_package_corrupted_on_disk_is_quarantined_never_read(
         assert dead.package_id == package_id
         assert "corrupted" in dead.reason
         assert (await store.journal_verify()).ok
+
+
+async def test_a_transfer_moved_by_a_commit_is_not_taken_while_its_flush_runs(
+    tmp_path: Path,
+) -> None:
+    """A write that moves queued transfers elsewhere (expiry dead-letters them) is handed
+    over; before it commits, the sender takes a transfer and reads the next ones ahead. The
+    write commits, then waits for its flush in the flush thread (a slow disk). Meanwhile the
+    sender takes the next transfer: the rows read ahead still list transfers just
+    dead-lettered, and must not be used."""
+    settings = StoreSettings(
+        retry=replace(StoreSettings().retry, max_age_s=100.0),
+        group_commit_max_wait_ms=300.0,  # the write waits for company: time to read ahead
+    )
+    hop = "000.00.00.G22"
+    async with SqliteStore(tmp_path, settings) as store:
+        for n in (1, 2, 3):
+            data, meta = pkg(n)
+            await store.put_package(data, meta, T0)
+            await store.enqueue(meta.sha256, {hop: ["a"]}, T0)
+        flushing, go_on = threading.Event(), threading.Event()
+        sync_wal = store._sync_wal
+
+        def slow_disk() -> None:
+            flushing.set()
+            go_on.wait(10)
+            sync_wal()
+
+        store._flush_s = 1.0  # flushes have been slow: the next one runs in the flush thread
+        store._sync_wal = slow_disk  # type: ignore[method-assign]
+        expiring = asyncio.ensure_future(store.expire(T0 + 200))
+        try:
+            await asyncio.sleep(0)  # handed over; the writer waits for more
+            first = await store.lease_transfer(hop, T0)  # and reads the other two ahead
+            assert first is not None
+            assert await asyncio.to_thread(flushing.wait, 10), "the flush never started"
+            taken = await store.lease_transfer(hop, T0 + 0.5)
+        finally:
+            go_on.set()
+        expired = await expiring
+        assert len(expired.transfers) == 3
+        assert taken is None
