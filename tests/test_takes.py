@@ -59,3 +59,26 @@ def test_rows_read_ahead_expire_and_are_dropped_by_other_writes() -> None:
     _, _, keep = takes.end_read(reading, [])
     assert not keep
     assert takes.skip == 0
+
+
+def test_nothing_read_ahead_is_used_or_kept_while_a_moving_batch_commits() -> None:
+    """While a batch that may move queued transfers commits (its rows may already be visible
+    to reads), rows read ahead before are dropped, a read that ends meanwhile keeps nothing,
+    and once it is committed only reads begun after that are kept."""
+    takes = Takes()
+    takes.keep_ahead("hop", 0, 10.0, _rows("t1", "t2"))
+    takes.hold()
+    assert takes.next_ahead("hop", 10.1) is None
+    during = takes.begin_read()
+    rows, _, keep = takes.end_read(during, _rows("t3"))
+    assert rows == _rows("t3")
+    assert not keep
+    spanning = takes.begin_read()
+    takes.release()
+    _, _, keep = takes.end_read(spanning, _rows("t3"))
+    assert not keep
+    after = takes.begin_read()
+    rows, seen, keep = takes.end_read(after, _rows("t3", "t4"))
+    assert keep
+    takes.keep_ahead("hop", seen, 10.2, rows[1:])
+    assert takes.next_ahead("hop", 10.3) == {"transfer_id": "t4"}

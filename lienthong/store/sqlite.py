@@ -227,16 +227,11 @@ class SqliteStore(SqlStore):
                 outcomes = self._run_batch(batch, on_loop=True)
             if outcomes is None:
                 outcomes = await super()._commit(batch)
-            else:
-                if not all(item.keeps_queue for item in batch):
-                    # Committed and visible to reads: rows read ahead before this batch moved
-                    # queued transfers must not be used while its flush runs.
-                    self._takes.drop_ahead()
-                if any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
-                    try:
-                        await self._flush_wal()
-                    except OSError as exc:
-                        return [(False, self._lost_wal(exc))] * len(batch)
+            elif any(item.durable and ok for item, (ok, _) in zip(batch, outcomes, strict=True)):
+                try:
+                    await self._flush_wal()
+                except OSError as exc:
+                    return [(False, self._lost_wal(exc))] * len(batch)
         except Exception as exc:  # a bug: fail this batch, keep the writer for the next ones
             _log.error("store_batch_failed", error=repr(exc), exc_info=True)
             return [(False, exc)] * len(batch)

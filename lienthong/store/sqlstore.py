@@ -514,6 +514,12 @@ class SqlStore:
                 if item.durable:
                     deadline = min(deadline, loop.time() + max_wait)
             self.commits += 1
+            # A batch that may move queued transfers elsewhere: no rows read ahead are used
+            # while it commits and is flushed (its rows are visible to reads before that ends),
+            # and none read before it once it has.
+            moving = not all(item.keeps_queue for item in batch)
+            if moving:
+                self._takes.hold()
             try:
                 outcomes = await self._commit(batch)
             except BaseException as exc:
@@ -522,10 +528,8 @@ class SqlStore:
                         item.future.set_exception(exc)
                 raise
             finally:
-                # Transfers read ahead before these operations ran may have moved since:
-                # read again, before any caller goes on.
-                if not all(item.keeps_queue for item in batch):
-                    self._takes.drop_ahead()
+                if moving:
+                    self._takes.release()
             for item, (ok, value) in zip(batch, outcomes, strict=True):
                 if item.future.done():
                     continue

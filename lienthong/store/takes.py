@@ -11,6 +11,9 @@ next takes for that hop use them without reading again (a burst of transfers cos
 :data:`AHEAD` takes, not one each), for at most :data:`AHEAD_TTL_S` seconds. Any write that may
 move a queued transfer elsewhere (re-routing, dead-lettering, a requeue) drops them, when it is
 handed over and again when it is committed; a read that began before such a drop keeps nothing.
+While a batch with such a write commits (on the event loop, in a thread or on a server) and is
+made durable, rows read ahead are neither used nor kept (:meth:`Takes.hold`): its rows can be
+visible to reads before the writer hears back.
 
 Pure bookkeeping on the event loop: no I/O. Rows are whatever the engine's reads return, indexed
 by column name (``row["transfer_id"]``).
@@ -40,6 +43,7 @@ class Takes:
         self._ids = itertools.count()
         self._ahead: dict[str | None, tuple[int, float, list[Any]]] = {}
         self._generation = 0  # bumped whenever rows read ahead must be dropped
+        self._held = 0  # batches moving queued transfers being committed now
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -56,7 +60,7 @@ class Takes:
         seen, generation = self._reads.pop(token)
         rows = [row for row in found if self.usable(row, seen)]
         self._prune()
-        return rows, seen, generation == self._generation
+        return rows, seen, generation == self._generation and not self._held
 
     @property
     def skip(self) -> int:
@@ -83,7 +87,8 @@ class Takes:
         """The next usable row read ahead for ``hop``; None when there is none (or they are
         too old)."""
         kept = self._ahead.pop(hop, None)
-        if kept is None:
+        if kept is None or self._held:
+            self._prune()
             return None
         seen, read_at, rows = kept
         if not 0 <= now - read_at <= AHEAD_TTL_S:
@@ -105,6 +110,18 @@ class Takes:
         self._ahead.clear()
         self._generation += 1
         self._prune()
+
+    def hold(self) -> None:
+        """A batch that may move queued transfers elsewhere starts committing: drop the rows
+        read ahead, and read none ahead until :meth:`release`."""
+        self._held += 1
+        self.drop_ahead()
+
+    def release(self) -> None:
+        """That batch is committed (or failed): rows may be read ahead again, from reads that
+        begin now."""
+        self._held -= 1
+        self.drop_ahead()
 
     # -- takes ------------------------------------------------------------------------------
 
