@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -489,12 +488,9 @@ class SqliteStore(SqlStore):
 
         data = await self._read(in_row)
         if data is not None:
-            # Read whole now and kept for the read_package that follows: one trip to the
-            # reader's thread instead of two. Checked as read_package checks what it reads.
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != package_id:
-                await self._quarantine_corrupt(package_id, digest)
-            self._remember(package_id, data)
+            # Read whole now, checked as read_package checks what it reads, and kept for the
+            # read_package that follows: one trip to the reader's thread instead of two.
+            self._remember(package_id, await self._checked(package_id, data))
             return None
         path = self.blobs.path(package_id)
         # Checked as read_package checks what it reads: one pass over the file, in pieces.

@@ -692,7 +692,11 @@ class SqlStore:
         recent = self._recent.get(package_id)
         if recent is not None:
             return recent
-        data = await self._read_bytes(package_id)
+        return await self._checked(package_id, await self._read_bytes(package_id))
+
+    async def _checked(self, package_id: str, data: bytes) -> bytes:
+        """``data``, read back from the store for ``package_id``, once it hashes to that id;
+        else the package is quarantined and :class:`CorruptPackage` raised."""
         digest = hashlib.sha256(data).hexdigest()
         if digest != package_id:
             await self._quarantine_corrupt(package_id, digest)
