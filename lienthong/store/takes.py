@@ -87,8 +87,7 @@ class Takes:
         """The next usable row read ahead for ``hop``; None when there is none (or they are
         too old)."""
         kept = self._ahead.pop(hop, None)
-        if kept is None or self._held:
-            self._prune()
+        if kept is None:  # always, while held: hold dropped them and end_read keeps none
             return None
         seen, read_at, rows = kept
         if not 0 <= now - read_at <= AHEAD_TTL_S:
