@@ -175,11 +175,12 @@ class _ClientLog(logging.Handler):
 def _raise_dropped_cancel() -> None:
     """Raise the cancellation of the running task that an aiomqtt call returned through.
 
-    aiomqtt waits for every acknowledgement (CONNACK, SUBACK, PUBACK) with asyncio.wait_for,
-    which under Python 3.11 returns the result, dropping the cancellation, when the task is
-    cancelled in the loop turn the acknowledgement arrives in (fixed in 3.12): a daemon
-    stopping would wait for a task that goes on. A cancellation still requested (not
-    withdrawn with ``uncancel``) is raised again here."""
+    aiomqtt waits for its acknowledgements (CONNACK, SUBACK, and PUBACK unless told to wait
+    for ever, as :meth:`Link.publish` does) with asyncio.wait_for, which under Python 3.11
+    returns the result, dropping the cancellation, when the task is cancelled in the loop turn
+    the acknowledgement arrives in (fixed in 3.12): a daemon stopping would wait for a task
+    that goes on. A cancellation still requested (not withdrawn with ``uncancel``) is raised
+    again here."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -403,7 +404,9 @@ class Link:
         wait = self.settings.publish_timeout
         try:
             # The wait is bounded here, not by aiomqtt: its own bound goes through
-            # asyncio.wait_for, which under Python 3.11 makes a task for every publish.
+            # asyncio.wait_for, which under Python 3.11 makes a task for every publish (and
+            # can drop a cancellation that comes with the PUBACK); waiting for ever, aiomqtt
+            # awaits the PUBACK itself, and a cancellation reaches this task as it should.
             async with asyncio.timeout(wait):
                 await client.publish(topic, payload, qos=1, timeout=math.inf)
         except aiomqtt.MqttError as exc:
@@ -415,4 +418,3 @@ class Link:
                 f"publish to {to} over link {self.settings.name} failed:"
                 f" no PUBACK within {wait:g} s"
             ) from None
-        _raise_dropped_cancel()
